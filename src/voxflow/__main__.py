@@ -1,0 +1,3 @@
+from voxflow.cli import main
+
+raise SystemExit(main())

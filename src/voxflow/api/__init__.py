@@ -1,0 +1,1 @@
+"""The iovox wire API: a thin HTTP edge over the service layer."""

@@ -1,0 +1,149 @@
+"""The HTTP edge: one Starlette endpoint that authenticates, routes and renders.
+
+Order of checks for every request: body size, authentication (401, always XML), ``output``,
+``v``, interface and method, verb, body. Then the handler runs in the thread pool and its
+result or error is rendered. Nothing a client sends can produce a traceback in a body.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request as HttpRequest
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from voxflow import errors
+from voxflow.api import routing, xmlcodec
+from voxflow.api.routing import Request, Result
+from voxflow.clock import Clock
+from voxflow.errors import ApiError
+from voxflow.services.accounts import authenticate
+from voxflow.store.db import Database
+
+log = logging.getLogger("voxflow.api")
+
+BODY_VERBS = frozenset({"POST", "PUT"})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: HttpRequest) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > xmlcodec.MAX_BODY_BYTES:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > xmlcodec.MAX_BODY_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_response(err: ApiError, output: str, request_id: str) -> Response:
+    body, content_type = xmlcodec.error_document(err, output)
+    return Response(
+        body, status_code=err.status, media_type=content_type, headers={"x-request-id": request_id}
+    )
+
+
+def _result_response(result: Result, output: str, request_id: str) -> Response:
+    headers = {"x-request-id": request_id}
+    if result.empty:
+        return Response(status_code=result.status, headers=headers)
+    body, content_type = xmlcodec.render(result.root, result.tree, output)
+    return Response(body, status_code=result.status, media_type=content_type, headers=headers)
+
+
+def _output_of(query: dict[str, str]) -> str:
+    output = query.get("output")
+    if output is None:
+        return "XML"
+    if output.upper() in ("XML", "JSON"):
+        return output.upper()
+    raise ApiError(errors.OUTPUT_TYPE_INVALID)
+
+
+def _check_version(query: dict[str, str]) -> None:
+    version = query.get("v", "").strip()
+    if not version:
+        raise ApiError(errors.API_VERSION_EMPTY)
+    if version != "3":
+        raise ApiError(errors.API_VERSION_INVALID)
+
+
+class ApiEndpoint:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    async def handle(self, request: HttpRequest) -> Response:
+        request_id = uuid.uuid4().hex[:16]
+        output = "XML"
+        try:
+            try:
+                raw = await _read_body(request)
+            except _TooLarge:
+                raise ApiError(errors.REQUEST_TOO_LARGE, status=413) from None
+            address = request.client.host if request.client else None
+            account = await run_in_threadpool(
+                authenticate,
+                self.db,
+                request.headers.get("username", ""),
+                request.headers.get("securekey", ""),
+                address,
+            )
+            if account is None:
+                raise ApiError(errors.UNAUTHORIZED, status=401)
+            query = dict(request.query_params)
+            output = _output_of(query)
+            _check_version(query)
+            method = routing.resolve(
+                request.path_params["interface"].strip("/"), query.get("method")
+            )
+            if request.method != method.verb:
+                raise ApiError(errors.verb_mismatch(method.verb, request.method))
+            body = xmlcodec.parse_request(raw) if method.verb in BODY_VERBS else None
+            call = Request(
+                account=account,
+                query=query,
+                body=body,
+                headers=request.headers,
+                raw_body=raw,
+                db=self.db,
+                clock=self.clock,
+                output=output,
+            )
+            result = await run_in_threadpool(method.handler, call)
+            return _result_response(result, output, request_id)
+        except ApiError as err:
+            return _error_response(err, output if err.status != 401 else "XML", request_id)
+        except Exception:
+            log.exception("unhandled error request_id=%s path=%s", request_id, request.url.path)
+            return _error_response(ApiError(errors.INTERNAL, status=500), output, request_id)
+
+
+async def health(_request: HttpRequest) -> Response:
+    """A bare endpoint: load balancers probe it, and the API benchmark measures against it."""
+    return PlainTextResponse("ok")
+
+
+def build_app(db: Database, clock: Clock) -> Starlette:
+    # Importing the interface modules registers their methods in the routing table.
+    from voxflow.api import interfaces  # noqa: F401
+
+    endpoint = ApiEndpoint(db, clock)
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+    return Starlette(
+        routes=[
+            Route("/health", health, methods=["GET"]),
+            Route("/{interface:path}", endpoint.handle, methods=methods),
+        ]
+    )

@@ -1,0 +1,13 @@
+"""Imports every interface module so that their methods register in the routing table."""
+
+from voxflow.api import (  # noqa: F401
+    blocked_numbers,
+    callflow,
+    calling,
+    contacts,
+    links,
+    nodes,
+    rules,
+    soundfiles,
+    time_templates,
+)

@@ -1,0 +1,92 @@
+"""The method table: ``(Interface, method)`` → verb and handler.
+
+Interface modules register their handlers with :func:`route`; the HTTP edge looks them up
+with :func:`resolve`. A handler is a plain function of a :class:`Request` that returns a
+:class:`Result` and raises :class:`~voxflow.errors.ApiError` for anything the client got wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from voxflow import errors
+from voxflow.errors import ApiError
+
+if TYPE_CHECKING:
+    from lxml import etree
+
+    from voxflow.api.xmlcodec import Tree
+    from voxflow.clock import Clock
+    from voxflow.services.accounts import Account
+    from voxflow.store.db import Database
+
+
+@dataclass(frozen=True)
+class Request:
+    account: Account
+    query: Mapping[str, str]
+    body: etree._Element | None
+    headers: Mapping[str, str]
+    raw_body: bytes
+    db: Database
+    clock: Clock
+    output: str = "XML"
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    tree: Tree = None
+    root: str = "response"
+    empty: bool = field(default=False)
+
+    @classmethod
+    def no_content(cls) -> Result:
+        return cls(204, empty=True)
+
+
+Handler = Callable[[Request], Result]
+
+
+@dataclass(frozen=True)
+class Method:
+    interface: str
+    name: str
+    verb: str
+    handler: Handler
+
+
+_TABLE: dict[tuple[str, str], Method] = {}
+_INTERFACES: dict[str, str] = {}
+
+
+def route(interface: str, name: str, verb: str) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as ``interface::name``; registering a pair twice is a bug."""
+
+    def register(handler: Handler) -> Handler:
+        key = (interface.lower(), name.lower())
+        if key in _TABLE:
+            raise RuntimeError(f"{interface}::{name} is registered twice")
+        _TABLE[key] = Method(interface, name, verb, handler)
+        _INTERFACES[interface.lower()] = interface
+        return handler
+
+    return register
+
+
+def resolve(interface: str, method: str | None) -> Method:
+    """The method for a path segment and ``method`` parameter, or the iovox-style error."""
+    if interface.lower() not in _INTERFACES:
+        raise ApiError(errors.INTERFACE_INVALID)
+    if not method:
+        raise ApiError(errors.METHOD_EMPTY)
+    found = _TABLE.get((interface.lower(), method.lower()))
+    if found is None:
+        raise ApiError(errors.METHOD_INVALID)
+    return found
+
+
+def methods() -> list[Method]:
+    return sorted(_TABLE.values(), key=lambda m: (m.interface, m.name))

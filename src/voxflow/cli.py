@@ -1,0 +1,101 @@
+"""The ``voxflow`` command. Every subcommand exits non-zero with a one-line reason on failure."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from voxflow import __version__, logs
+from voxflow.clock import SystemClock
+from voxflow.config import ConfigError, Settings, load
+from voxflow.services.accounts import AccountError, create_account
+from voxflow.store.db import DatabaseError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", metavar="URL", help="database URL (env VOXFLOW_DB_URL)")
+    parser.add_argument("--config", metavar="FILE", help="TOML configuration (env VOXFLOW_CONFIG)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxflow", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"voxflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the API server")
+    _common(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    upgrade = db_sub.add_parser("upgrade", help="apply migrations")
+    _common(upgrade)
+
+    account = sub.add_parser("account", help="manage accounts")
+    account_sub = account.add_subparsers(dest="account_command", required=True)
+    create = account_sub.add_parser("create", help="create an account and print its secureKey")
+    _common(create)
+    create.add_argument("name")
+    create.add_argument("--allow-ip", action="append", default=[], metavar="CIDR")
+    create.add_argument("--sandbox", action="store_true", help="never dial a real trunk")
+    create.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from voxflow.app import create_app
+
+    app, db = create_app(settings)
+    host = args.host or settings.host
+    port = args.port if args.port is not None else settings.port
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    finally:
+        db.dispose()
+    return 0
+
+
+def _account_create(settings: Settings, args: argparse.Namespace) -> int:
+    from voxflow.app import open_database
+
+    db = open_database(settings)
+    try:
+        new = create_account(db, SystemClock(), args.name, args.allow_ip, args.sandbox)
+    finally:
+        db.dispose()
+    if args.json:
+        print(json.dumps({"username": new.username, "secureKey": new.secure_key}))
+    else:
+        print(f"account {new.username} created")
+        print(f"secureKey: {new.secure_key}  (shown once; store it now)")
+    return 0
+
+
+def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    from voxflow.app import open_database
+
+    open_database(settings).dispose()
+    print(f"database is up to date: {settings.database_url}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logs.setup()
+    try:
+        settings = load(args.config, args.db)
+        if args.command == "serve":
+            return _serve(settings, args)
+        if args.command == "db":
+            return _db_upgrade(settings, args)
+        return _account_create(settings, args)
+    except (ConfigError, DatabaseError, AccountError) as exc:
+        print(f"voxflow: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

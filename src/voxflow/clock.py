@@ -1,0 +1,34 @@
+"""Time is injected: the product uses :class:`SystemClock`, tests pass their own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+WIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time as a naive UTC datetime (the form the store keeps)."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC).replace(tzinfo=None)
+
+
+def wire_time(value: datetime | None) -> str:
+    """A stored time in the iovox ``YYYY-MM-DD HH:MM:SS`` form ("" for none)."""
+    return value.strftime(WIRE_TIME_FORMAT) if value is not None else ""
+
+
+def parse_wire_time(value: str) -> datetime | None:
+    """Parse ``YYYY-MM-DD HH:MM:SS`` (or a bare ``YYYY-MM-DD``); None when it is not one."""
+    for fmt in (WIRE_TIME_FORMAT, "%Y-%m-%d"):
+        try:
+            return datetime.strptime(value, fmt)
+        except ValueError:
+            continue
+    return None

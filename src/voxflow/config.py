@@ -1,0 +1,81 @@
+"""Settings: command-line flags over environment variables over the TOML file over defaults.
+
+The TOML file (``--config FILE`` or ``VOXFLOW_CONFIG``) may hold::
+
+    data_dir = "/var/lib/voxflow"
+    [server]
+    host = "127.0.0.1"
+    port = 8080
+    [database]
+    url = "postgresql://voxflow@localhost/voxflow"
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message is one line for the operator."""
+
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("VOXFLOW_DATA_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "voxflow"
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    db_url: str = ""
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir / 'voxflow.db'}"
+
+
+def _section(raw: dict[str, Any], name: str) -> dict[str, Any]:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return value
+
+
+def load(config_file: str | None = None, db_url: str | None = None) -> Settings:
+    path = config_file or os.environ.get("VOXFLOW_CONFIG")
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                raw = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    settings = Settings(raw=raw)
+    if "data_dir" in raw:
+        settings.data_dir = Path(str(raw["data_dir"]))
+    server = _section(raw, "server")
+    settings.host = str(server.get("host", DEFAULT_HOST))
+    port = server.get("port", DEFAULT_PORT)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"[server] port must be a number from 1 to 65535, not {port!r}")
+    settings.port = port
+    database = _section(raw, "database")
+    settings.db_url = db_url or os.environ.get("VOXFLOW_DB_URL") or str(database.get("url", ""))
+    return settings

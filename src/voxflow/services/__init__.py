@@ -1,0 +1,1 @@
+"""The service layer: validation and storage of iovox objects, independent of HTTP."""
