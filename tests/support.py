@@ -268,3 +268,42 @@ def rows_of(resp: httpx.Response) -> list[dict[str, str]]:
 
 def wrap(*items: str) -> str:
     return '<?xml version="1.0" encoding="utf-8"?><request>' + "".join(items) + "</request>"
+
+
+def make_link(api: ApiClient, link_id: str = "link123", node_id: str = "node1") -> None:
+    """Create a node (if needed) and a link under it, asserting success."""
+    nodes = api.get("Nodes", "getNodes", node_id=node_id)
+    if not rows_of(nodes):
+        r = api.post(
+            "Nodes",
+            "createNodes",
+            wrap(f"<node><node_id>{node_id}</node_id><node_name>N</node_name></node>"),
+        )
+        assert r.status_code == 201, r.text
+    r = api.post(
+        "Links",
+        "createLinks",
+        wrap(
+            f"<link><node_id>{node_id}</node_id><link_id>{link_id}</link_id>"
+            f"<link_name>{link_id} name</link_name><link_type>web</link_type></link>"
+        ),
+    )
+    assert r.status_code == 201, r.text
+
+
+def make_flow(api: ApiClient, flow_xml: str) -> None:
+    r = api.post("CallFlow", "createCallFlow", wrap(flow_xml))
+    assert r.status_code == 201, r.text
+
+
+def attach(api: ApiClient, template: str, *link_ids: str, rules_variable: str = "") -> None:
+    ids = "".join(f"<link_id>{i}</link_id>" for i in link_ids)
+    r = api.put(
+        "Links",
+        "attachRuleTemplateToLinks",
+        wrap(
+            f"<template_name>{template}</template_name><overwrite_existing>TRUE</overwrite_existing>"
+            f"<link_ids>{ids}</link_ids>{rules_variable}"
+        ),
+    )
+    assert r.status_code == 204, r.text

@@ -5,6 +5,7 @@ from voxflow.api import (  # noqa: F401
     callflow,
     calling,
     contacts,
+    link_templates,
     links,
     nodes,
     rules,

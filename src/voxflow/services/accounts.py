@@ -15,7 +15,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 
 from voxflow.clock import Clock
@@ -84,14 +84,15 @@ def create_account(
     return NewAccount(username, key)
 
 
+_BY_USERNAME = select(
+    t.accounts.c.id, t.accounts.c.key_hash, t.accounts.c.allow_ips, t.accounts.c.sandbox
+).where(t.accounts.c.username == bindparam("username"))
+
+
 def authenticate(db: Database, username: str, key: str, address: str | None) -> Account | None:
     """The account for these credentials from this address, or None (for every failure alike)."""
     with db.read() as conn:
-        row = conn.execute(
-            select(
-                t.accounts.c.id, t.accounts.c.key_hash, t.accounts.c.allow_ips, t.accounts.c.sandbox
-            ).where(t.accounts.c.username == username)
-        ).first()
+        row = conn.execute(_BY_USERNAME, {"username": username}).first()
     stored = row.key_hash if row is not None else _DUMMY_HASH
     key_ok = hmac.compare_digest(stored, hash_key(key))
     if row is None or not key_ok or not _address_allowed(row.allow_ips, address):

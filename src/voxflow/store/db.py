@@ -8,6 +8,7 @@ runs the same SQL with its default READ COMMITTED isolation.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -61,7 +62,10 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise DatabaseError(f"cannot open the database: {exc}") from None
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
             kwargs["pool_size"] = 16
             kwargs["max_overflow"] = 32
@@ -73,6 +77,9 @@ class Database:
             self.engine: Engine = create_engine(self.url, **kwargs)
         except (ArgumentError, ImportError) as exc:
             raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from None
+        # SQLite has one writer at a time. Queuing this process's writers on a lock is fair and
+        # immediate; left to SQLite's busy handler they would poll with sleeps of up to 100 ms.
+        self._write_lock = threading.Lock() if self.is_sqlite else None
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -86,7 +93,11 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction, committed when the block ends without an exception."""
-        with self.engine.connect() as conn:
+        if self._write_lock is None:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self._write_lock, self.engine.connect() as conn:
             writer = conn.execution_options(write=True)
             with writer.begin():
                 yield writer

@@ -1,0 +1,178 @@
+"""Accepting a call: everything initiateCall checks, and the call row that is the durable job.
+
+:func:`prepare_call` validates in a read transaction and freezes what placing the call needs
+later: the flow with the link's values filled in, the call variables, the number, the keypress
+plan and the due time. :func:`store_call` writes it, in the caller's write transaction, so the
+write lock is held only for the inserts. Nothing is written unless every check passed.
+Statements are built once at import: SQLAlchemy then reuses their compiled form.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from lxml import etree
+from sqlalchemy import Connection, bindparam, select
+
+from voxflow.domain.blocking import blocked
+from voxflow.domain.calls import MAX_DELAY_MINUTES, CallStatus
+from voxflow.domain.dialstring import DialString, DialStringError, parse_dial_string
+from voxflow.domain.flow import call_variable_names
+from voxflow.domain.flow_variables import resolve
+from voxflow.errors import ApiError, ErrorList
+from voxflow.services.accounts import Account
+from voxflow.services.blocked_numbers import load_rules
+from voxflow.services.flows import canonical_xml, load_values
+from voxflow.store import tables as t
+
+LINK_ID_EMPTY = "Link ID Empty"
+LINK_DOES_NOT_EXIST = "Link ID does not exist"
+LINK_HAS_NO_RULES = "Link ID has no Calling Rules"
+DESTINATION_INVALID = "Call Destination Invalid"
+DELAY_INVALID = "Call Variable delay Invalid"
+DESTINATION = "call_destination"
+DELAY = "delay"
+
+_LINK_WITH_FLOW = (
+    select(
+        t.links.c.id,
+        t.links.c.rule_values,
+        t.links.c.trunk,
+        t.nodes.c.node_id,
+        t.call_flows.c.id.label("flow_pk"),
+        t.call_flows.c.xml.label("flow_xml"),
+    )
+    .select_from(
+        t.links.join(t.nodes, t.nodes.c.id == t.links.c.node_pk).outerjoin(
+            t.call_flows, t.call_flows.c.id == t.links.c.call_flow_pk
+        )
+    )
+    .where(
+        t.links.c.account_id == bindparam("account_id"), t.links.c.link_id == bindparam("link_id")
+    )
+)
+_INSERT_CALL = t.calls.insert()
+_INSERT_EVENT = t.call_events.insert()
+
+
+def variable_empty(name: str) -> str:
+    return f"Call Variable {name} Empty"
+
+
+@dataclass(frozen=True)
+class NewCall:
+    """A validated call, ready to be stored: the values of its ``calls`` row."""
+
+    row: dict[str, Any]
+    delay_minutes: int
+
+    @property
+    def call_id(self) -> str:
+        return str(self.row["call_id"])
+
+    @property
+    def status(self) -> CallStatus:
+        return CallStatus(self.row["status"])
+
+    @property
+    def due_at(self) -> datetime:
+        due: datetime = self.row["due_at"]
+        return due
+
+
+def parse_delay(raw: str | None, errs: ErrorList) -> int:
+    if raw is None or raw == "":
+        return 0
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_DELAY_MINUTES:
+        errs.add(DELAY_INVALID)
+        return 0
+    return int(raw)
+
+
+def _destination(variables: Mapping[str, str], errs: ErrorList) -> DialString | None:
+    raw = variables.get(DESTINATION, "")
+    if not raw:
+        errs.add(variable_empty(DESTINATION))
+        return None
+    try:
+        return parse_dial_string(raw)
+    except DialStringError:
+        errs.add(DESTINATION_INVALID)
+        return None
+
+
+def _check_variables(flow: etree._Element, variables: Mapping[str, str], errs: ErrorList) -> None:
+    for name in call_variable_names(flow):
+        if name != DESTINATION and not variables.get(name):
+            errs.add(variable_empty(name))
+
+
+def prepare_call(
+    conn: Connection,
+    account: Account,
+    link_id: str,
+    variables: Mapping[str, str],
+    now: datetime,
+) -> NewCall:
+    """Validate an initiateCall (reads only) and build its call row."""
+    if not link_id:
+        raise ApiError(LINK_ID_EMPTY)
+    link = conn.execute(_LINK_WITH_FLOW, {"account_id": account.id, "link_id": link_id}).first()
+    if link is None:
+        raise ApiError(LINK_DOES_NOT_EXIST)
+    if link.flow_pk is None:
+        raise ApiError(LINK_HAS_NO_RULES)
+    values = load_values(link.rule_values)
+    flow, unset = resolve(etree.fromstring(link.flow_xml.encode("utf-8")), values)
+    errs = ErrorList()
+    dial = _destination(variables, errs)
+    _check_variables(flow, variables, errs)
+    delay = parse_delay(variables.get(DELAY), errs)
+    for item in unset:
+        rule_id, _, field = item.partition(":")
+        errs.add(f"Rule ID {rule_id} has no value for {field} on this Link")
+    if dial is not None and blocked(load_rules(conn, account.id), dial.number, "OUT", link_id):
+        errs.add(f"Call Destination {dial.number} is blocked")
+    errs.raise_if_any()
+    assert dial is not None
+    row = {
+        "call_id": str(uuid.uuid4()),
+        "account_id": account.id,
+        "link_pk": link.id,
+        "link_id": link_id,
+        "node_id": link.node_id,
+        "call_flow_name": str(flow.get("name", "")),
+        "flow_xml": canonical_xml(flow),
+        "rule_values": link.rule_values,
+        "variables": json.dumps(dict(variables), sort_keys=True),
+        "destination": dial.number,
+        "dial_string": variables[DESTINATION],
+        "keypresses": json.dumps([k.to_json() for k in dial.keypresses]),
+        "trunk": link.trunk,
+        "status": (CallStatus.SCHEDULED if delay else CallStatus.QUEUED).value,
+        "created_at": now,
+        "due_at": now + timedelta(minutes=delay),
+        "updated_at": now,
+    }
+    return NewCall(row, delay)
+
+
+def store_call(conn: Connection, call: NewCall) -> None:
+    """Insert the call row and its first event (in the caller's write transaction)."""
+    call_pk = conn.execute(_INSERT_CALL, call.row).inserted_primary_key
+    assert call_pk is not None
+    detail = {"delay_minutes": call.delay_minutes, "due_at": call.due_at.isoformat(sep=" ")}
+    conn.execute(
+        _INSERT_EVENT,
+        {
+            "call_pk": call_pk[0],
+            "at": call.row["created_at"],
+            "kind": call.row["status"],
+            "detail": json.dumps(detail),
+        },
+    )
