@@ -1,0 +1,148 @@
+"""initiateCall acceptance (parse, validate, commit) against a bare endpoint of the same stack.
+
+Runs one voxflow server (uvicorn, SQLite by default) and drives it with wrk at 64 concurrent
+connections: first ``GET /health`` (the bare endpoint: same server, no work), then
+``POST /Calling?v=3&method=initiateCall`` (every request stores a call). Prints requests/s,
+p50/p99 latency and the ratio. Targets: ratio >= 0.25, initiateCall p99 < 50 ms.
+
+    python bench/api_accept.py [--seconds 10] [--connections 64] [--db URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Server, start_server
+
+FLOW = (
+    '<request><callFlow name="Bench"><call id="c1" label="Agent" '
+    'destinationPhoneNumber="441234567890"/></callFlow></request>'
+)
+INITIATE = (
+    "<request><link_id>bench-link</link_id><call_variables>"
+    "<call_destination>449789123123,,1,,2</call_destination><delay>60</delay>"
+    "</call_variables></request>"
+)
+
+
+@dataclass
+class Figures:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+
+
+def _ms(value: str, unit: str) -> float:
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out: str) -> Figures:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", out, re.M))
+    lat = {k: _ms(*re.match(r"([\d.]+)(\w+)", v).groups()) for k, v in pct.items()}  # type: ignore[union-attr, misc]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return Figures(rps, lat["50"], lat["99"], total, int(bad.group(1)) if bad else 0)
+
+
+def wrk(url: str, seconds: int, connections: int, script: Path | None = None) -> Figures:
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
+    out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
+    return parse_wrk(out)
+
+
+def prepare(server: Server) -> None:
+    h = server.headers()
+    with httpx.Client(base_url=server.base_url, headers=h, timeout=30) as c:
+
+        def call(verb: str, interface: str, method: str, body: str) -> None:
+            r = c.request(verb, f"/{interface}", params={"v": "3", "method": method}, content=body)
+            r.raise_for_status()
+
+        call("POST", "Nodes", "createNodes", "<request><node><node_id>n</node_id></node></request>")
+        call(
+            "POST",
+            "Links",
+            "createLinks",
+            "<request><link><node_id>n</node_id><link_id>bench-link</link_id>"
+            "<link_name>Bench</link_name><link_type>web</link_type></link></request>",
+        )
+        call("POST", "CallFlow", "createCallFlow", FLOW)
+        call(
+            "PUT",
+            "Links",
+            "attachRuleTemplateToLinks",
+            "<request><template_name>Bench</template_name><link_ids><link_id>bench-link</link_id>"
+            "</link_ids></request>",
+        )
+
+
+def lua_script(server: Server, directory: Path) -> Path:
+    body = INITIATE.replace('"', '\\"')
+    script = directory / "initiate.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f'wrk.body = "{body}"\n'
+        'wrk.headers["Content-Type"] = "application/xml"\n'
+        f'wrk.headers["username"] = "{server.username}"\n'
+        f'wrk.headers["secureKey"] = "{server.key}"\n'
+    )
+    return script
+
+
+def row(name: str, f: Figures) -> str:
+    return (
+        f"{name:<24}{f.rps:>12.0f}{f.p50_ms:>10.2f}{f.p99_ms:>10.2f}{f.requests:>10}{f.non_2xx:>8}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--db", help="database URL (default: a scratch SQLite file)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    server = start_server(args.db)
+    try:
+        prepare(server)
+        with tempfile.TemporaryDirectory() as tmp:
+            script = lua_script(server, Path(tmp))
+            wrk(f"{server.base_url}/health", 2, args.connections)  # warm-up
+            bare = wrk(f"{server.base_url}/health", args.seconds, args.connections)
+            url = f"{server.base_url}/Calling?v=3&method=initiateCall"
+            accept = wrk(url, args.seconds, args.connections, script)
+    finally:
+        server.stop()
+    ratio = accept.rps / bare.rps
+    db = args.db or "sqlite"
+    print(f"api_accept: {args.connections} connections, {args.seconds} s each, db={db}")
+    header = ("endpoint", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx")
+    print(f"{header[0]:<24}{header[1]:>12}" + "".join(f"{h:>10}" for h in header[2:5]) + "non-2xx")
+    print(row("bare GET /health", bare))
+    print(row("initiateCall", accept))
+    print(f"ratio initiateCall/bare: {ratio:.3f} (target >= 0.25)")
+    print(f"initiateCall p99: {accept.p99_ms:.1f} ms (target < 50)")
+    ok = ratio >= 0.25 and accept.p99_ms < 50 and accept.non_2xx == 0
+    print("targets met" if ok else "targets NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
