@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +13,13 @@ from voxflow.clock import SystemClock
 from voxflow.config import ConfigError, Settings, load
 from voxflow.services.accounts import AccountError, create_account
 from voxflow.store.db import DatabaseError
+
+
+def _port(value: str) -> int:
+    # Checked here: the socket layer would silently take the port modulo 65536.
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise argparse.ArgumentTypeError(f"must be a number from 1 to 65535, not {value!r}")
+    return int(value)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the API server")
     _common(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080)")
+    serve.add_argument("--port", type=_port, help="port to listen on (default 8080)")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -87,6 +95,8 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
+    # Alembic logs every migration step at INFO; keep stderr to the one-line reason on failure.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = load(args.config, args.db)
         if args.command == "serve":

@@ -65,7 +65,7 @@ def load(config_file: str | None = None, db_url: str | None = None) -> Settings:
                 raw = tomllib.load(fh)
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     settings = Settings(raw=raw)
     if "data_dir" in raw:

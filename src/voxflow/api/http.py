@@ -14,7 +14,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request as HttpRequest
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from voxflow import errors
 from voxflow.api import routing, xmlcodec
@@ -106,7 +107,8 @@ class ApiEndpoint:
             output = _output_of(query)
             _check_version(query)
             method = routing.resolve(
-                request.path_params["interface"].strip("/"), query.get("method")
+                str(request.path_params.get("interface") or request.scope["path"]).strip("/"),
+                query.get("method"),
             )
             if request.method != method.verb:
                 raise ApiError(errors.verb_mismatch(method.verb, request.method))
@@ -135,15 +137,29 @@ async def health(_request: HttpRequest) -> Response:
     return PlainTextResponse("ok")
 
 
+class _AnyVerb:
+    """The endpoint as an ASGI app, which Starlette routes for every verb: an unexpected verb
+    gets the API's ``Request Method must be ...`` document, not a plain-text 405."""
+
+    def __init__(self, endpoint: ApiEndpoint) -> None:
+        self._app = request_response(endpoint.handle)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+
+
 def build_app(db: Database, clock: Clock) -> Starlette:
     # Importing the interface modules registers their methods in the routing table.
     from voxflow.api import interfaces  # noqa: F401
 
-    endpoint = ApiEndpoint(db, clock)
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-    return Starlette(
+    api = _AnyVerb(ApiEndpoint(db, clock))
+    app = Starlette(
         routes=[
             Route("/health", health, methods=["GET"]),
-            Route("/{interface:path}", endpoint.handle, methods=methods),
+            Route("/{interface:path}", api),
         ]
     )
+    # A path the route pattern cannot match (one with a newline in it) gets the API's answer
+    # (401 or Interface Invalid) instead of a plain-text 404.
+    app.router.default = api
+    return app

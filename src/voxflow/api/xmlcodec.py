@@ -8,6 +8,7 @@ or as the JSON mirror of that XML (every scalar a string, one row an object, emp
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Union
@@ -27,6 +28,8 @@ JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 Tree = Union[str, None, Mapping[str, "Tree"], Sequence["Tree"], "etree._Element"]
 
 _local = threading.local()
+# Characters XML 1.0 cannot hold; lxml refuses them with a ValueError.
+_NOT_XML_CHAR = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _parser() -> etree.XMLParser:
@@ -63,10 +66,13 @@ def parse_request(body: bytes) -> etree._Element:
     doctype = body.find(b"<!DOCTYPE")
     if doctype >= 0:
         raise ApiError(errors.xml_parse_error("DOCTYPE is not allowed", *_position(body, doctype)))
+    parser = _parser()
     try:
-        root = etree.fromstring(body, _parser())
+        root = etree.fromstring(body, parser)
     except etree.XMLSyntaxError as exc:
-        entry = exc.error_log[0] if len(exc.error_log) else None
+        # exc.error_log also holds earlier parses' errors from this thread; the parser's own
+        # log is reset for every parse, so its first entry is this document's first error.
+        entry = parser.error_log[0] if len(parser.error_log) else None
         if entry is not None:
             message = entry.message.strip() if entry.message else "Invalid XML"
             raise ApiError(errors.xml_parse_error(message, entry.line, entry.column)) from None
@@ -214,5 +220,6 @@ def error_document(err: ApiError, output: str = "XML") -> tuple[bytes, str]:
     root = etree.Element("errors")
     for item in err.items:
         e = etree.SubElement(root, "error", status=str(item.status))
-        e.text = item.message
+        # A message may quote what the client sent (a query parameter with control characters).
+        e.text = _NOT_XML_CHAR.sub("\ufffd", item.message)
     return etree.tostring(root, xml_declaration=True, encoding="utf-8"), XML_CONTENT_TYPE
