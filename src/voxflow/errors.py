@@ -70,6 +70,7 @@ REQUEST_TOO_LARGE = "Request Too Large"
 INTERFACE_INVALID = "Interface Invalid"
 METHOD_EMPTY = "Method Empty"
 METHOD_INVALID = "Method Invalid"
+QUERY_STRING_INVALID = "Query String Invalid"
 
 
 def verb_mismatch(expected: str, attempted: str) -> str:

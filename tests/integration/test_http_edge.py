@@ -307,12 +307,22 @@ def test_json_error_documents(api: ApiClient) -> None:
 
 def test_errors_quoting_control_characters_are_still_documents(api: ApiClient) -> None:
     """An error that quotes the client's input holds only what XML can carry."""
-    r = send(api, "GET", "/Nodes", q(req_fields="\x1b,\x00,ok"))
+    r = send(api, "GET", "/Nodes", q(req_fields="\x1b,\x01,ok"))
     assert r.status_code == 400
     assert errors_of(r) == ["Required Fields Invalid: \ufffd,\ufffd,ok"]
     r = send(api, "GET", "/Nodes", q(req_fields="\x1b", output="JSON"))
     assert r.status_code == 400
     assert r.json()["errors"]["error"]["#text"] == "Required Fields Invalid: \x1b"
+
+
+@pytest.mark.parametrize("params", [{"node_id": "a\x00b"}, {"x\x00": "1"}, {"method": "\x00"}])
+def test_a_nul_anywhere_in_the_query_string_is_refused(
+    api: ApiClient, params: dict[str, str]
+) -> None:
+    """Databases cannot hold NUL; it is refused at the edge, on every method."""
+    r = send(api, "GET", "/Nodes", q(**params))
+    assert r.status_code == 400
+    assert errors_of(r) == ["Query String Invalid"]
 
 
 # ------------------------------------------------------------------ bodies that must work

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 
 from lxml import etree
 from sqlalchemy import Connection, select
-from sqlalchemy.exc import IntegrityError
 
 from voxflow import errors
 from voxflow.api import paging, xmlcodec
 from voxflow.api.routing import Request, Result, route
-from voxflow.api.time_templates import paged_nested
 from voxflow.api.xmlcodec import Tree
 from voxflow.domain import blocking
 from voxflow.domain.blocking import BlockException
@@ -157,10 +155,7 @@ def create_blocked_numbers(req: Request) -> Result:
             seen.add(key)
             rows.append(_row(req.account.id, key, default, exceptions or ()))
         errs.raise_if_any()
-        try:
-            conn.execute(t.blocked_numbers.insert(), rows)
-        except IntegrityError:  # a concurrent request created one of them first
-            raise ApiError("Blocked Number already exists") from None
+        conn.execute(t.blocked_numbers.insert(), rows)
     return Result(201)
 
 
@@ -194,12 +189,11 @@ def get_blocked_numbers(req: Request) -> Result:
             "in_or_out": r.in_or_out,
             "operator": r.operator,
             "default": r.default_action,
-            "exceptions": str(i),
+            "exceptions": _exceptions_tree(load_exceptions(r.exceptions)),
         }
-        for i, r in enumerate(found)
+        for r in found
     ]
-    trees = [_exceptions_tree(load_exceptions(r.exceptions)) for r in found]
-    return Result(200, paged_nested(req.query, rows, BLOCKED_COLUMNS, {"exceptions": trees}))
+    return Result(200, paging.paged(req.query, rows, BLOCKED_COLUMNS))
 
 
 def _exceptions_tree(exceptions: Sequence[BlockException]) -> Tree:

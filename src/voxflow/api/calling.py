@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
-
 from voxflow.api import xmlcodec
 from voxflow.api.routing import Request, Result, route
 from voxflow.clock import wire_time
@@ -64,11 +62,7 @@ def initiate_call(req: Request) -> Result:
     raw_key = req.headers.get(IDEMPOTENCY_HEADER)
     key = idempotency.check_key(raw_key) if raw_key is not None else None
     digest = idempotency.request_hash("Calling::initiateCall", req.raw_body)
-    try:
-        answer = _accept(req, key, digest)
-    except IntegrityError:
-        if key is None:
-            raise
-        # Another request with this key committed first (PostgreSQL): answer as it did (or 409).
-        answer = _accept(req, key, digest)
+    # Two requests racing with one key on PostgreSQL: the loser's insert of the key breaks the
+    # primary key, and the edge runs it again (api.http._run); it then finds the winner's answer.
+    answer = _accept(req, key, digest)
     return Result(answer.status, dict(answer.tree))

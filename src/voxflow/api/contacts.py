@@ -14,7 +14,6 @@ from sqlalchemy import Connection, func, select
 
 from voxflow.api import paging
 from voxflow.api.items import check_length, request_items
-from voxflow.api.links import once_more_on_conflict
 from voxflow.api.routing import Request, Result, route
 from voxflow.errors import ApiError, ErrorList
 from voxflow.store import tables as t
@@ -135,7 +134,7 @@ def _create(req: Request, contacts: Sequence[Mapping[str, str]]) -> None:
 @route("Contacts", "createContacts", "POST")
 def create_contacts(req: Request) -> Result:
     contacts = request_items(req.body, "contact")
-    once_more_on_conflict(lambda: _create(req, contacts))
+    _create(req, contacts)
     return Result(201)
 
 
@@ -208,7 +207,7 @@ def _update(req: Request, contacts: Sequence[Mapping[str, str]]) -> None:
 @route("Contacts", "updateContacts", "PUT")
 def update_contacts(req: Request) -> Result:
     contacts = request_items(req.body, "contact")
-    once_more_on_conflict(lambda: _update(req, contacts))
+    _update(req, contacts)
     return Result.no_content()
 
 

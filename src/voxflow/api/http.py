@@ -1,17 +1,21 @@
 """The HTTP edge: one Starlette endpoint that authenticates, routes and renders.
 
-Order of checks for every request: body size, authentication (401, always XML), ``output``,
-``v``, interface and method, verb, body. Then the handler runs in the thread pool and its
-result or error is rendered. Nothing a client sends can produce a traceback in a body.
+Order of checks for every request: body size, authentication (401, always XML), the query
+string, ``output``, ``v``, interface and method, verb, body. The event loop only reads the
+request; checks, handler and rendering run in one worker thread. Nothing a client sends can
+produce a traceback in a body.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import Request as HttpRequest
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
@@ -22,7 +26,7 @@ from voxflow.api import routing, xmlcodec
 from voxflow.api.routing import Request, Result
 from voxflow.clock import Clock
 from voxflow.errors import ApiError
-from voxflow.services.accounts import authenticate
+from voxflow.services.accounts import Authenticator
 from voxflow.store.db import Database
 
 log = logging.getLogger("voxflow.api")
@@ -80,56 +84,91 @@ def _check_version(query: dict[str, str]) -> None:
         raise ApiError(errors.API_VERSION_INVALID)
 
 
+@dataclass(frozen=True)
+class Incoming:
+    """What the edge read from the connection, handed to the worker thread."""
+
+    verb: str
+    path: str
+    query: dict[str, str]
+    headers: Headers
+    raw: bytes
+    address: str | None
+
+
 class ApiEndpoint:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
         self.clock = clock
+        self.auth = Authenticator(db)
 
     async def handle(self, request: HttpRequest) -> Response:
         request_id = uuid.uuid4().hex[:16]
+        try:
+            raw = await _read_body(request)
+        except _TooLarge:
+            return _error_response(
+                ApiError(errors.REQUEST_TOO_LARGE, status=413), "XML", request_id
+            )
+        incoming = Incoming(
+            verb=request.method,
+            path=str(request.path_params.get("interface") or request.scope["path"]),
+            query=dict(request.query_params),
+            headers=request.headers,
+            raw=raw,
+            address=request.client.host if request.client else None,
+        )
+        # Everything else runs in one worker thread: the event loop only moves bytes.
+        return await run_in_threadpool(self.process, incoming, request_id)
+
+    def process(self, incoming: Incoming, request_id: str) -> Response:
         output = "XML"
         try:
-            try:
-                raw = await _read_body(request)
-            except _TooLarge:
-                raise ApiError(errors.REQUEST_TOO_LARGE, status=413) from None
-            address = request.client.host if request.client else None
-            account = await run_in_threadpool(
-                authenticate,
-                self.db,
-                request.headers.get("username", ""),
-                request.headers.get("securekey", ""),
-                address,
+            account = self.auth.authenticate(
+                incoming.headers.get("username", ""),
+                incoming.headers.get("securekey", ""),
+                incoming.address,
             )
             if account is None:
                 raise ApiError(errors.UNAUTHORIZED, status=401)
-            query = dict(request.query_params)
+            query = incoming.query
+            if any("\x00" in k or "\x00" in v for k, v in query.items()):
+                raise ApiError(errors.QUERY_STRING_INVALID)
             output = _output_of(query)
             _check_version(query)
-            method = routing.resolve(
-                str(request.path_params.get("interface") or request.scope["path"]).strip("/"),
-                query.get("method"),
-            )
-            if request.method != method.verb:
-                raise ApiError(errors.verb_mismatch(method.verb, request.method))
-            body = xmlcodec.parse_request(raw) if method.verb in BODY_VERBS else None
+            method = routing.resolve(incoming.path.strip("/"), query.get("method"))
+            if incoming.verb != method.verb:
+                raise ApiError(errors.verb_mismatch(method.verb, incoming.verb))
+            body = xmlcodec.parse_request(incoming.raw) if method.verb in BODY_VERBS else None
             call = Request(
                 account=account,
                 query=query,
                 body=body,
-                headers=request.headers,
-                raw_body=raw,
+                headers=incoming.headers,
+                raw_body=incoming.raw,
                 db=self.db,
                 clock=self.clock,
                 output=output,
             )
-            result = await run_in_threadpool(method.handler, call)
-            return _result_response(result, output, request_id)
+            return _result_response(_run(method.handler, call), output, request_id)
         except ApiError as err:
             return _error_response(err, output if err.status != 401 else "XML", request_id)
         except Exception:
-            log.exception("unhandled error request_id=%s path=%s", request_id, request.url.path)
+            log.exception("unhandled error request_id=%s path=%s", request_id, incoming.path)
             return _error_response(ApiError(errors.INTERNAL, status=500), output, request_id)
+
+
+def _run(handler: routing.Handler, call: Request) -> Result:
+    """Run a handler; once more if a concurrent request broke a unique constraint first.
+
+    Every handler checks, then writes, in one transaction. On PostgreSQL (READ COMMITTED) another
+    request can commit a clashing row between the checks and the insert; the transaction then
+    rolls back whole, and the second run's checks see that row and answer with the iovox error.
+    """
+    try:
+        return handler(call)
+    except IntegrityError:
+        return handler(call)
 
 
 async def health(_request: HttpRequest) -> Response:

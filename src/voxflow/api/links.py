@@ -7,12 +7,11 @@ and any error rolls the whole request back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, func, select
-from sqlalchemy.exc import IntegrityError
 
 from voxflow.api import paging
 from voxflow.api.items import check_length, parse_date, parse_flag, request_items
@@ -38,19 +37,6 @@ NODE_NOT_FOUND = "Node ID does not exist"
 LINK_IDS_EMPTY = "Link IDs Empty"
 
 Position = tuple[int, int]
-
-
-def once_more_on_conflict(write: Callable[[], None]) -> None:
-    """Run a checked write again if a concurrent request took one of its ids meanwhile.
-
-    On PostgreSQL (READ COMMITTED) another request can commit a clashing row between our checks
-    and our insert; the unique constraint then fails. The second run's checks see that row and
-    report it as an iovox error instead of a 500.
-    """
-    try:
-        write()
-    except IntegrityError:
-        write()
 
 
 def _name_taken(name: str, node_id: str) -> str:
@@ -185,7 +171,7 @@ def _create(req: Request, links: Sequence[Mapping[str, str]]) -> None:
 @route("Links", "createLinks", "POST")
 def create_links(req: Request) -> Result:
     links = request_items(req.body, "link")
-    once_more_on_conflict(lambda: _create(req, links))
+    _create(req, links)
     return Result(201)
 
 
@@ -338,7 +324,7 @@ def _update(req: Request, links: Sequence[Mapping[str, str]]) -> None:
 @route("Links", "updateLinks", "PUT")
 def update_links(req: Request) -> Result:
     links = request_items(req.body, "link")
-    once_more_on_conflict(lambda: _update(req, links))
+    _update(req, links)
     return Result.no_content()
 
 

@@ -12,7 +12,8 @@ from voxflow.errors import ApiError
 
 MAX_LIMIT = 20000
 
-Row = Mapping[str, str]
+# A row's fields are strings, or trees for nested fields (sorting sees those as "").
+Row = Mapping[str, Tree]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ def _order(
     return known[abbr], direction.upper() == "DESC"
 
 
+def _sort_key(value: Tree) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def page_params(query: Mapping[str, str], max_limit: int = MAX_LIMIT) -> tuple[int, int]:
     page = _int_param(query, "page", 1, errors.PAGE_NOT_INTEGER)
     if page < 1:
@@ -89,7 +94,7 @@ def paged(
     ordered = list(rows)
     if order is not None:
         name, descending = order
-        ordered.sort(key=lambda r: r.get(name, ""), reverse=descending)
+        ordered.sort(key=lambda r: _sort_key(r.get(name)), reverse=descending)
     start = (page - 1) * limit
     window = ordered[start : start + limit]
     return {

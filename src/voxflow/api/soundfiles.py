@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 
 from lxml import etree
 from sqlalchemy import Connection, select, tuple_
-from sqlalchemy.exc import IntegrityError
 
 from voxflow import errors
 from voxflow.api import paging, xmlcodec
@@ -122,10 +121,7 @@ def create_sound_files(req: Request) -> Result:
             "duration_ms": converted.duration_ms,
             "created_at": req.clock.now(),
         }
-        try:
-            conn.execute(t.sound_files.insert(), row)
-        except IntegrityError:  # a concurrent request created the same label first
-            raise ApiError(SOUND_LABEL_EXISTS) from None
+        conn.execute(t.sound_files.insert(), row)
     return Result(201)
 
 

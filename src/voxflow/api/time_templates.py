@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import date
-from typing import Any, cast
+from typing import Any
 
 from lxml import etree
 from sqlalchemy import Connection, select
@@ -41,28 +41,6 @@ Frame = dict[str, Any]
 
 class FrameInvalid(Exception):
     """One time frame cannot be accepted; the message is the reason."""
-
-
-# ---------------------------------------------------------------- paged reads with nested fields
-
-
-def paged_nested(
-    query: Mapping[str, str],
-    rows: Sequence[Mapping[str, str]],
-    columns: paging.Columns,
-    nested: Mapping[str, Sequence[Tree]],
-) -> Tree:
-    """:func:`paging.paged` for rows with tree-valued fields.
-
-    For each field named in ``nested``, a row holds the index (as a string) of its tree in
-    ``nested[field]``; the page is laid out first and the indexes are then swapped for the trees.
-    """
-    tree = cast(dict[str, Any], paging.paged(query, rows, columns))
-    for result in tree["results"]["result"]:
-        for name, trees in nested.items():
-            if name in result:
-                result[name] = trees[int(result[name])]
-    return tree
 
 
 # ---------------------------------------------------------------- parsing time frames
@@ -230,11 +208,14 @@ def get_time_templates(req: Request) -> Result:
     paging.page_params(req.query)
     with req.db.read() as conn:
         found = conn.execute(q.order_by(tt.c.id)).all()
-    rows = [{"label": r.label, "time_frames": str(i)} for i, r in enumerate(found)]
-    frames: list[Tree] = [
-        {"time_frame": [frame_tree(f) for f in json.loads(r.time_frames)]} for r in found
+    rows: list[paging.Row] = [
+        {
+            "label": r.label,
+            "time_frames": {"time_frame": [frame_tree(f) for f in json.loads(r.time_frames)]},
+        }
+        for r in found
     ]
-    return Result(200, paged_nested(req.query, rows, TEMPLATE_COLUMNS, {"time_frames": frames}))
+    return Result(200, paging.paged(req.query, rows, TEMPLATE_COLUMNS))
 
 
 @route("Rules", "updateTimeTemplates", "PUT")

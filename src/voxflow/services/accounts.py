@@ -13,6 +13,7 @@ import hmac
 import ipaddress
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select
@@ -24,6 +25,7 @@ from voxflow.store.db import Database
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _DUMMY_HASH = hashlib.sha256(b"voxflow-no-such-account").hexdigest()
+MAX_REMEMBERED = 10_000
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -89,15 +91,52 @@ _BY_USERNAME = select(
 ).where(t.accounts.c.username == bindparam("username"))
 
 
-def authenticate(db: Database, username: str, key: str, address: str | None) -> Account | None:
-    """The account for these credentials from this address, or None (for every failure alike)."""
-    with db.read() as conn:
-        row = conn.execute(_BY_USERNAME, {"username": username}).first()
-    stored = row.key_hash if row is not None else _DUMMY_HASH
-    key_ok = hmac.compare_digest(stored, hash_key(key))
-    if row is None or not key_ok or not _address_allowed(row.allow_ips, address):
-        return None
-    return Account(id=row.id, username=username, sandbox=bool(row.sandbox))
+@dataclass(frozen=True)
+class _Verified:
+    account: Account
+    allow_ips: str
+    until: float
+
+
+class Authenticator:
+    """Checks ``username`` + ``secureKey`` + source address; None for every failure alike.
+
+    A client sends the same credentials with every request, so a verified (username, key) pair
+    is remembered for ``ttl_s`` seconds to keep the database off the request path; the address
+    check still runs on every request, and failures are never remembered.
+    """
+
+    def __init__(self, db: Database, ttl_s: float = 5.0) -> None:
+        self.db = db
+        self.ttl_s = ttl_s
+        self._verified: dict[tuple[str, str], _Verified] = {}
+
+    def authenticate(self, username: str, key: str, address: str | None) -> Account | None:
+        digest = hash_key(key)
+        now = time.monotonic()
+        known = self._verified.get((username, digest))
+        if known is None or known.until <= now:
+            known = self._verify(username, digest, now)
+        if known is None or not _address_allowed(known.allow_ips, address):
+            return None
+        return known.account
+
+    def _verify(self, username: str, digest: str, now: float) -> _Verified | None:
+        row = None
+        if USERNAME_RE.match(username):
+            with self.db.read() as conn:
+                row = conn.execute(_BY_USERNAME, {"username": username}).first()
+        # Compare even for an unknown user, so that timing does not tell users apart.
+        key_ok = hmac.compare_digest(row.key_hash if row is not None else _DUMMY_HASH, digest)
+        if row is None or not key_ok:
+            self._verified.pop((username, digest), None)
+            return None
+        if len(self._verified) > MAX_REMEMBERED:
+            self._verified.clear()
+        account = Account(id=row.id, username=username, sandbox=bool(row.sandbox))
+        verified = _Verified(account, row.allow_ips, now + self.ttl_s)
+        self._verified[(username, digest)] = verified
+        return verified
 
 
 def _address_allowed(allow_ips: str, address: str | None) -> bool:
