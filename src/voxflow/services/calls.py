@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from lxml import etree
@@ -106,10 +107,26 @@ def _destination(variables: Mapping[str, str], errs: ErrorList) -> DialString | 
         return None
 
 
-def _check_variables(flow: etree._Element, variables: Mapping[str, str], errs: ErrorList) -> None:
-    for name in call_variable_names(flow):
-        if name != DESTINATION and not variables.get(name):
-            errs.add(variable_empty(name))
+@dataclass(frozen=True)
+class ResolvedFlow:
+    """A link's flow with the link's values filled in, and what initiateCall checks of it."""
+
+    xml: str
+    name: str
+    unset: tuple[str, ...]  # "rule_id:field" of required fields the link leaves unset
+    variables: tuple[str, ...]  # call variables the flow refers to, in order
+
+
+@lru_cache(maxsize=1024)
+def resolve_flow(template_xml: str, rule_values: str) -> ResolvedFlow:
+    """Pure function of the stored texts, so it is cached: a link is called again and again."""
+    flow, unset = resolve(etree.fromstring(template_xml.encode("utf-8")), load_values(rule_values))
+    return ResolvedFlow(
+        canonical_xml(flow),
+        str(flow.get("name", "")),
+        tuple(unset),
+        tuple(call_variable_names(flow)),
+    )
 
 
 def prepare_call(
@@ -127,13 +144,14 @@ def prepare_call(
         raise ApiError(LINK_DOES_NOT_EXIST)
     if link.flow_pk is None:
         raise ApiError(LINK_HAS_NO_RULES)
-    values = load_values(link.rule_values)
-    flow, unset = resolve(etree.fromstring(link.flow_xml.encode("utf-8")), values)
+    flow = resolve_flow(link.flow_xml, link.rule_values)
     errs = ErrorList()
     dial = _destination(variables, errs)
-    _check_variables(flow, variables, errs)
+    for name in flow.variables:
+        if name != DESTINATION and not variables.get(name):
+            errs.add(variable_empty(name))
     delay = parse_delay(variables.get(DELAY), errs)
-    for item in unset:
+    for item in flow.unset:
         rule_id, _, field = item.partition(":")
         errs.add(f"Rule ID {rule_id} has no value for {field} on this Link")
     if dial is not None and blocked(load_rules(conn, account.id), dial.number, "OUT", link_id):
@@ -146,8 +164,8 @@ def prepare_call(
         "link_pk": link.id,
         "link_id": link_id,
         "node_id": link.node_id,
-        "call_flow_name": str(flow.get("name", "")),
-        "flow_xml": canonical_xml(flow),
+        "call_flow_name": flow.name,
+        "flow_xml": flow.xml,
         "rule_values": link.rule_values,
         "variables": json.dumps(dict(variables), sort_keys=True),
         "destination": dial.number,
