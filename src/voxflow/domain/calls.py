@@ -22,3 +22,55 @@ class CallStatus(StrEnum):
 
 
 MAX_DELAY_MINUTES = 43_200  # 30 days
+
+
+FINAL = frozenset(
+    {
+        CallStatus.COMPLETED,
+        CallStatus.BUSY,
+        CallStatus.NO_ANSWER,
+        CallStatus.REJECTED,
+        CallStatus.FAILED,
+        CallStatus.CANCELLED,
+        CallStatus.EXPIRED,
+        CallStatus.UNKNOWN,
+    }
+)
+
+_ENDED_WHILE_DIALING = frozenset(
+    {
+        CallStatus.BUSY,
+        CallStatus.NO_ANSWER,
+        CallStatus.REJECTED,
+        CallStatus.FAILED,
+        CallStatus.CANCELLED,
+        CallStatus.UNKNOWN,
+    }
+)
+
+# Every status a call may move to from each status; anything else is a bug, refused by the store.
+TRANSITIONS: dict[CallStatus, frozenset[CallStatus]] = {
+    CallStatus.SCHEDULED: frozenset(
+        {CallStatus.QUEUED, CallStatus.DIALING, CallStatus.CANCELLED, CallStatus.EXPIRED}
+    ),
+    CallStatus.QUEUED: frozenset({CallStatus.DIALING, CallStatus.CANCELLED, CallStatus.EXPIRED}),
+    CallStatus.DIALING: frozenset({CallStatus.RINGING, CallStatus.ANSWERED}) | _ENDED_WHILE_DIALING,
+    CallStatus.RINGING: frozenset({CallStatus.ANSWERED}) | _ENDED_WHILE_DIALING,
+    CallStatus.ANSWERED: frozenset({CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.UNKNOWN}),
+}
+
+
+def predecessors(status: CallStatus) -> frozenset[CallStatus]:
+    """The statuses from which a call may move to ``status``."""
+    return frozenset(s for s, targets in TRANSITIONS.items() if status in targets)
+
+
+# iovox's call_result for each final status (Calls::getCallData).
+CALL_RESULTS = {
+    CallStatus.COMPLETED: "ANSWERED",
+    CallStatus.BUSY: "BUSY",
+    CallStatus.NO_ANSWER: "NO_ANSWER",
+    CallStatus.REJECTED: "REJECTED",
+    CallStatus.CANCELLED: "CANCELLED",
+    CallStatus.FAILED: "FAILED",
+}

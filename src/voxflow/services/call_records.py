@@ -1,0 +1,168 @@
+"""The call record as the dialer changes it: claims, status moves and events.
+
+Every change of status is one conditional UPDATE (it only applies from a status that may move
+to the new one, see :data:`voxflow.domain.calls.TRANSITIONS`) plus one ``call_events`` row, in
+one transaction. A move that no longer applies (the call was cancelled meanwhile) changes
+nothing and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, select
+
+from voxflow.clock import Clock
+from voxflow.domain.calls import CALL_RESULTS, FINAL, CallStatus, predecessors
+from voxflow.domain.dialstring import Keypress
+from voxflow.store import tables as t
+from voxflow.store.db import Database
+
+_DUE = (
+    select(t.calls.c.id)
+    .where(
+        t.calls.c.status.in_([CallStatus.QUEUED.value, CallStatus.SCHEDULED.value]),
+        t.calls.c.due_at <= bindparam("now"),
+    )
+    .order_by(t.calls.c.due_at, t.calls.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_CLAIMED = (
+    select(
+        t.calls.c.id,
+        t.calls.c.call_id,
+        t.calls.c.destination,
+        t.calls.c.keypresses,
+        t.calls.c.trunk,
+        t.calls.c.due_at,
+        t.accounts.c.sandbox,
+    )
+    .join(t.accounts, t.accounts.c.id == t.calls.c.account_id)
+    .where(t.calls.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(t.calls.c.due_at, t.calls.c.id)
+)
+
+
+@dataclass(frozen=True)
+class DueCall:
+    """What the dialer needs to place one call."""
+
+    pk: int
+    call_id: str
+    destination: str
+    keypresses: tuple[Keypress, ...]
+    trunk: str | None
+    sandbox: bool
+    due_at: datetime
+
+
+class CallRecords:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    def claim_due(self, owner: str, limit: int) -> list[DueCall]:
+        """Mark up to ``limit`` due calls ``dialing`` for ``owner``, oldest due first.
+
+        The status is committed before the caller sends any SIP request.
+        """
+        if limit <= 0:
+            return []
+        now = self.clock.now()
+        with self.db.write() as conn:
+            ids = list(conn.execute(_DUE, {"now": now, "limit": limit}).scalars())
+            if not ids:
+                return []
+            conn.execute(
+                t.calls.update()
+                .where(t.calls.c.id.in_(ids))
+                .values(
+                    status=CallStatus.DIALING.value,
+                    lease_owner=owner,
+                    attempts=t.calls.c.attempts + 1,
+                    started_at=now,
+                    updated_at=now,
+                )
+            )
+            conn.execute(
+                t.call_events.insert(),
+                [
+                    {
+                        "call_pk": pk,
+                        "at": now,
+                        "kind": "dialing",
+                        "detail": json.dumps({"by": owner}),
+                    }
+                    for pk in ids
+                ],
+            )
+            rows = conn.execute(_CLAIMED, {"ids": ids}).all()
+        return [_due_call(r) for r in rows]
+
+    def move(
+        self,
+        pk: int,
+        status: CallStatus,
+        *,
+        sip_code: int | None = None,
+        sip_reason: str = "",
+        detail: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move a call to ``status``; False when its current status does not allow it."""
+        now = self.clock.now()
+        values: dict[str, Any] = {"status": status.value, "updated_at": now}
+        if sip_code is not None:
+            values["sip_code"] = sip_code
+            values["sip_reason"] = sip_reason[:255]
+        if status is CallStatus.ANSWERED:
+            values["answered_at"] = now
+        if status in FINAL:
+            values["ended_at"] = now
+            values["result"] = CALL_RESULTS.get(status)
+            values["lease_owner"] = None
+        event = {**(detail or {})}
+        if sip_code is not None:
+            event.update(sip_code=sip_code, sip_reason=sip_reason)
+        with self.db.write() as conn:
+            changed = conn.execute(
+                t.calls.update()
+                .where(
+                    t.calls.c.id == pk,
+                    t.calls.c.status.in_([s.value for s in predecessors(status)]),
+                )
+                .values(**values)
+            ).rowcount
+            if changed:
+                conn.execute(
+                    t.call_events.insert(),
+                    {"call_pk": pk, "at": now, "kind": status.value, "detail": json.dumps(event)},
+                )
+        return bool(changed)
+
+    def event(self, pk: int, kind: str, detail: dict[str, Any]) -> None:
+        """Record something that happened on a call without changing its status."""
+        with self.db.write() as conn:
+            conn.execute(
+                t.call_events.insert(),
+                {"call_pk": pk, "at": self.clock.now(), "kind": kind, "detail": json.dumps(detail)},
+            )
+
+
+def _due_call(row: Any) -> DueCall:
+    plan = tuple(
+        Keypress(k["key"], int(k["pauses"]), int(k["run_index"]))
+        for k in json.loads(row.keypresses)
+    )
+    return DueCall(
+        pk=row.id,
+        call_id=row.call_id,
+        destination=row.destination,
+        keypresses=plan,
+        trunk=row.trunk,
+        sandbox=bool(row.sandbox),
+        due_at=row.due_at,
+    )
