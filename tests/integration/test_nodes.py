@@ -52,3 +52,9 @@ def test_other_account_cannot_see_or_change_nodes(api: ApiClient, api_b: ApiClie
     assert errors_of(r) == ["Node ID 1 of 1 does not exist"]
     # B may use the same id for its own node.
     assert api_b.post("Nodes", "createNodes", wrap(node("n1"))).status_code == 201
+
+
+def test_documents_start_with_the_iovox_declaration(api: ApiClient) -> None:
+    declaration = b'<?xml version="1.0" encoding="utf-8"?>\n'
+    assert api.get("Nodes", "getNodes").content.startswith(declaration + b"<response>")
+    assert api.get("Nodes", "getNodes", v="9").content.startswith(declaration + b"<errors>")

@@ -21,6 +21,8 @@ from voxflow.errors import ApiError
 MAX_BODY_BYTES = 1024 * 1024
 MAX_DEPTH = 32
 XML_CONTENT_TYPE = "application/xml; charset=utf-8"
+# The declaration exactly as iovox writes it.
+XML_DECLARATION = b'<?xml version="1.0" encoding="utf-8"?>\n'
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 # A response tree: a mapping is an element's children in order, a sequence is a repeated element,
@@ -126,7 +128,7 @@ def fields(el: etree._Element) -> dict[str, str]:
 def to_xml(root_tag: str, tree: Tree) -> bytes:
     root = etree.Element(root_tag)
     _fill(root, tree)
-    return etree.tostring(root, xml_declaration=True, encoding="utf-8")
+    return XML_DECLARATION + etree.tostring(root, encoding="utf-8")
 
 
 def _fill(el: etree._Element, tree: Tree) -> None:
@@ -222,4 +224,4 @@ def error_document(err: ApiError, output: str = "XML") -> tuple[bytes, str]:
         e = etree.SubElement(root, "error", status=str(item.status))
         # A message may quote what the client sent (a query parameter with control characters).
         e.text = _NOT_XML_CHAR.sub("\ufffd", item.message)
-    return etree.tostring(root, xml_declaration=True, encoding="utf-8"), XML_CONTENT_TYPE
+    return XML_DECLARATION + etree.tostring(root, encoding="utf-8"), XML_CONTENT_TYPE
