@@ -8,6 +8,10 @@ The TOML file (``--config FILE`` or ``VOXFLOW_CONFIG``) may hold::
     port = 8080
     [database]
     url = "postgresql://voxflow@localhost/voxflow"
+    [[trunks]]          # SIP trunks, the first is the default: see voxflow.trunks
+    name = "default"
+    host = "sip.example.net"
+    caller_id = "441234567890"
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from voxflow.trunks import Trunk
 
 
 class ConfigError(Exception):
@@ -43,6 +50,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     raw: dict[str, Any] = field(default_factory=dict)
+    trunks: list[Trunk] = field(default_factory=list)
 
     @property
     def database_url(self) -> str:
@@ -78,4 +86,7 @@ def load(config_file: str | None = None, db_url: str | None = None) -> Settings:
     settings.port = port
     database = _section(raw, "database")
     settings.db_url = db_url or os.environ.get("VOXFLOW_DB_URL") or str(database.get("url", ""))
+    from voxflow.trunks import load_trunks  # here: voxflow.trunks imports ConfigError from us
+
+    settings.trunks = load_trunks(raw)
     return settings
