@@ -1,0 +1,90 @@
+"""A real SIP leg (our UA, transactions, dialogs, RTP) against SIPp peers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.peers.sipp import sipp_uas
+from voxflow.domain.calls import CallStatus
+from voxflow.media.clock import MediaClock
+from voxflow.sip.useragent import UserAgent
+from voxflow.telephony.sip_leg import SipLeg
+from voxflow.trunks import Trunk
+
+
+@pytest.fixture
+async def ua() -> AsyncIterator[UserAgent]:
+    agent = UserAgent()
+    await agent.start("127.0.0.1")
+    yield agent
+    await agent.close()
+
+
+@pytest.fixture
+async def clock() -> AsyncIterator[MediaClock]:
+    media = MediaClock()
+    media.start()
+    yield media
+    await media.stop()
+
+
+def trunk(port: int, **extra: object) -> Trunk:
+    return Trunk(name="t", host="127.0.0.1", port=port, caller_id="441234567890", **extra)  # type: ignore[arg-type]
+
+
+async def test_answered_call_with_keypress_and_bye(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_answer_dtmf") as sipp:
+        leg = SipLeg(ua, clock, trunk(sipp.port), "1000")
+        ringing: list[int] = []
+        result = await leg.dial(lambda code, _reason: ringing.append(code))
+        assert result.status is CallStatus.ANSWERED and result.sip_code == 200
+        assert ringing == [180]
+        loop = asyncio.get_running_loop()
+        sent = await leg.send_keypress("1", loop.time() + 0.1, 200)
+        assert abs(sent.actual_at - sent.planned_at) < 0.02
+        await leg.hangup()
+        await asyncio.sleep(0.3)
+        log = sipp.messages
+    assert "BYE sip:" in log and "SIP/2.0 200 OK" in log
+
+
+async def test_busy(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_busy") as sipp:
+        result = await SipLeg(ua, clock, trunk(sipp.port), "1000").dial(lambda c, r: None)
+    assert (result.status, result.sip_code) == (CallStatus.BUSY, 486)
+
+
+async def test_ring_timeout_cancels(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_noanswer") as sipp:
+        leg = SipLeg(ua, clock, trunk(sipp.port, ring_timeout_s=1), "1000")
+        result = await leg.dial(lambda c, r: None)
+        log = sipp.messages
+    assert (result.status, result.sip_code) == (CallStatus.NO_ANSWER, 487)
+    assert "CANCEL sip:" in log
+
+
+async def test_digest_challenge_is_answered(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_auth_answer") as sipp:
+        leg = SipLeg(ua, clock, trunk(sipp.port, username="dialer", password="s3cret"), "1000")
+        result = await leg.dial(lambda c, r: None)
+        assert result.status is CallStatus.ANSWERED
+        await leg.hangup()
+
+
+async def test_wrong_password_is_rejected(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_auth_answer") as sipp:
+        leg = SipLeg(ua, clock, trunk(sipp.port, username="dialer", password="nope"), "1000")
+        result = await leg.dial(lambda c, r: None)
+    assert (result.status, result.sip_code) == (CallStatus.REJECTED, 403)
+
+
+async def test_nobody_there_fails(ua: UserAgent, clock: MediaClock) -> None:
+    from tests.support import free_port
+
+    # Over TCP a closed port is a transport error at once (over UDP timer B would take 32 s).
+    leg = SipLeg(ua, clock, trunk(free_port(), transport="tcp"), "1000")
+    result = await leg.dial(lambda c, r: None)
+    assert (result.status, result.sip_code) == (CallStatus.FAILED, 503)
