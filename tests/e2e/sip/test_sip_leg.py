@@ -88,3 +88,15 @@ async def test_nobody_there_fails(ua: UserAgent, clock: MediaClock) -> None:
     leg = SipLeg(ua, clock, trunk(free_port(), transport="tcp"), "1000")
     result = await leg.dial(lambda c, r: None)
     assert (result.status, result.sip_code) == (CallStatus.FAILED, 503)
+
+
+async def test_far_end_hangs_up(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_answer_then_bye") as sipp:
+        leg = SipLeg(ua, clock, trunk(sipp.port), "1000")
+        assert (await leg.dial(lambda c, r: None)).status is CallStatus.ANSWERED
+        await asyncio.wait_for(leg.wait_remote_hangup(), 5)
+        await leg.hangup()  # nothing more to send: the dialog is over
+        await asyncio.sleep(0.2)
+        log = sipp.messages
+    assert log.count("BYE sip:") == 1  # theirs only
+    assert "SIP/2.0 200 OK" in log.split("BYE sip:")[1]
