@@ -1,6 +1,9 @@
-"""The composition root: builds the database, the clock and the HTTP app from settings."""
+"""The composition root: builds the database, the clock, the HTTP app and the telephony."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
@@ -8,6 +11,7 @@ from voxflow.api.http import build_app
 from voxflow.clock import Clock, SystemClock
 from voxflow.config import Settings
 from voxflow.store.db import Database
+from voxflow.telephony.runtime import Telephony
 
 
 def open_database(settings: Settings, *, migrate: bool = True) -> Database:
@@ -17,6 +21,22 @@ def open_database(settings: Settings, *, migrate: bool = True) -> Database:
     return db
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> tuple[Starlette, Database]:
+def create_app(
+    settings: Settings, clock: Clock | None = None, *, dialer: bool = True
+) -> tuple[Starlette, Database]:
+    """The API, and with ``dialer`` the telephony that places accepted calls, in one process."""
     db = open_database(settings)
-    return build_app(db, clock or SystemClock()), db
+    clock = clock or SystemClock()
+    lifespan = None
+    if dialer:
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            telephony = Telephony(db, clock, settings)
+            await telephony.start()
+            try:
+                yield
+            finally:
+                await telephony.stop()
+
+    return build_app(db, clock, lifespan), db

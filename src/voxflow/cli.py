@@ -36,6 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     _common(serve)
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port to listen on (default 8080)")
+    serve.add_argument("--no-dialer", action="store_true", help="run the API alone")
+
+    phone = sub.add_parser("softphone", help="answer SIP calls and log the keypresses heard")
+    _common(phone)
+    phone.add_argument("--host", default="127.0.0.1", help="SIP address (default 127.0.0.1)")
+    phone.add_argument("--port", type=_port, default=5070, help="SIP port (default 5070)")
+    phone.add_argument("--answer-after", type=float, default=0.5, metavar="SECONDS")
+    phone.add_argument("--record-dir", metavar="DIR", help="save each call's audio here as WAV")
 
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True)
@@ -58,7 +66,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from voxflow.app import create_app
 
-    app, db = create_app(settings)
+    app, db = create_app(settings, dialer=not args.no_dialer)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     try:
@@ -92,6 +100,32 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _softphone(_settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from voxflow.media.clock import MediaClock
+    from voxflow.telephony.softphone import Softphone
+
+    async def run() -> None:
+        media = MediaClock()
+        media.start()
+        record_dir = Path(args.record_dir) if args.record_dir else None
+        phone = Softphone(media, answer_after_s=args.answer_after, record_dir=record_dir)
+        try:
+            await phone.start(args.host, args.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await phone.close()
+            await media.stop()
+
+    asyncio.run(run())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
@@ -103,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "db":
             return _db_upgrade(settings, args)
+        if args.command == "softphone":
+            return _softphone(settings, args)
         return _account_create(settings, args)
     except (ConfigError, DatabaseError, AccountError) as exc:
         print(f"voxflow: {exc}", file=sys.stderr)

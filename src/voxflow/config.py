@@ -8,6 +8,16 @@ The TOML file (``--config FILE`` or ``VOXFLOW_CONFIG``) may hold::
     port = 8080
     [database]
     url = "postgresql://voxflow@localhost/voxflow"
+    [sip]               # our user agent: where it listens for SIP
+    host = "127.0.0.1"
+    port = 5080
+    [sandbox]           # the simulated far end of sandbox accounts
+    answer_after_s = 1.0
+    hold_s = 5.0
+    [softphone]         # the built-in softphone that calls go to when no trunk is configured
+    port = 5070
+    [dialer]
+    max_calls = 500
     [[trunks]]          # SIP trunks, the first is the default: see voxflow.trunks
     name = "default"
     host = "sip.example.net"
@@ -44,6 +54,19 @@ def default_data_dir() -> Path:
 
 
 @dataclass
+class TelephonySettings:
+    """``[sip]``, ``[sandbox]``, ``[softphone]`` and ``[dialer]``: how calls are placed."""
+
+    sip_host: str = "127.0.0.1"  # where our user agent listens (UDP and TCP)
+    sip_port: int = 5080
+    sandbox_answer_after_s: float = 1.0  # the simulated far end of sandbox accounts
+    sandbox_hold_s: float = 5.0
+    softphone_port: int = 5070  # the built-in softphone, used when no trunk is configured
+    max_calls: int = 500  # concurrent calls of this dialer
+    poll_s: float = 0.2
+
+
+@dataclass
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     db_url: str = ""
@@ -51,6 +74,7 @@ class Settings:
     port: int = DEFAULT_PORT
     raw: dict[str, Any] = field(default_factory=dict)
     trunks: list[Trunk] = field(default_factory=list)
+    telephony: TelephonySettings = field(default_factory=TelephonySettings)
 
     @property
     def database_url(self) -> str:
@@ -89,4 +113,31 @@ def load(config_file: str | None = None, db_url: str | None = None) -> Settings:
     from voxflow.trunks import load_trunks  # here: voxflow.trunks imports ConfigError from us
 
     settings.trunks = load_trunks(raw)
+    settings.telephony = _telephony(raw)
     return settings
+
+
+def _number(
+    section: str, raw: dict[str, Any], key: str, default: float, bounds: tuple[float, float]
+) -> float:
+    low, high = bounds
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(
+            f"[{section}] {key} must be a number from {low:g} to {high:g}, not {value!r}"
+        )
+    return float(value)
+
+
+def _telephony(raw: dict[str, Any]) -> TelephonySettings:
+    sip, sandbox = _section(raw, "sip"), _section(raw, "sandbox")
+    softphone, dialer = _section(raw, "softphone"), _section(raw, "dialer")
+    return TelephonySettings(
+        sip_host=str(sip.get("host", "127.0.0.1")),
+        sip_port=int(_number("sip", sip, "port", 5080, (0, 65535))),
+        sandbox_answer_after_s=_number("sandbox", sandbox, "answer_after_s", 1.0, (0, 300)),
+        sandbox_hold_s=_number("sandbox", sandbox, "hold_s", 5.0, (0, 3600)),
+        softphone_port=int(_number("softphone", softphone, "port", 5070, (0, 65535))),
+        max_calls=int(_number("dialer", dialer, "max_calls", 500, (1, 100_000))),
+        poll_s=_number("dialer", dialer, "poll_s", 0.2, (0.01, 60)),
+    )

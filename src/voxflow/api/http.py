@@ -19,7 +19,7 @@ from starlette.datastructures import Headers
 from starlette.requests import Request as HttpRequest
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Lifespan, Receive, Scope, Send
 
 from voxflow import errors
 from voxflow.api import routing, xmlcodec
@@ -187,16 +187,17 @@ class _AnyVerb:
         await self._app(scope, receive, send)
 
 
-def build_app(db: Database, clock: Clock) -> Starlette:
+def build_app(db: Database, clock: Clock, lifespan: Lifespan[Starlette] | None = None) -> Starlette:
     # Importing the interface modules registers their methods in the routing table.
     from voxflow.api import interfaces  # noqa: F401
 
     api = _AnyVerb(ApiEndpoint(db, clock))
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/health", health, methods=["GET"]),
             Route("/{interface:path}", api),
-        ]
+        ],
     )
     # A path the route pattern cannot match (one with a newline in it) gets the API's answer
     # (401 or Interface Invalid) instead of a plain-text 404.

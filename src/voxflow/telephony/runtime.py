@@ -1,0 +1,91 @@
+"""Everything that places calls in one process: the media clock, the SIP user agent, the
+dialer, and (when no trunk is configured) a built-in softphone that the calls go to."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from voxflow.clock import Clock
+from voxflow.config import Settings
+from voxflow.media.clock import MediaClock
+from voxflow.scheduling.dialer import Dialer, LegPlan
+from voxflow.services.call_records import CallRecords, DueCall
+from voxflow.sip.useragent import UserAgent
+from voxflow.store.db import Database
+from voxflow.telephony.sandbox import SandboxLeg, SandboxSettings
+from voxflow.telephony.sip_leg import SipLeg
+from voxflow.telephony.softphone import Softphone
+from voxflow.trunks import Trunk, find_trunk
+
+log = logging.getLogger("voxflow.telephony")
+
+STOP_GRACE_S = 10.0
+DEMO_CALLER_ID = "441234567890"
+
+
+class Telephony:
+    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+        self.settings = settings
+        self.records = CallRecords(db, clock)
+        self.trunks: list[Trunk] = list(settings.trunks)
+        self.media = MediaClock()
+        self.ua = UserAgent()
+        self.softphone: Softphone | None = None
+        self.dialer: Dialer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        tel = self.settings.telephony
+        self.media.start()
+        await self.ua.start(tel.sip_host, tel.sip_port)
+        log.info("SIP user agent on %s:%d", self.ua.host, self.ua.port)
+        if not self.trunks:
+            await self._start_softphone()
+        self.dialer = Dialer(self.records, self.leg_for, max_calls=tel.max_calls, poll_s=tel.poll_s)
+        self._task = asyncio.get_running_loop().create_task(self.dialer.run())
+
+    async def _start_softphone(self) -> None:
+        tel = self.settings.telephony
+        record_dir = self.settings.data_dir / "softphone"
+        self.softphone = Softphone(self.media, answer_after_s=0.5, record_dir=record_dir)
+        await self.softphone.start("127.0.0.1", tel.softphone_port)
+        port = self.softphone.ua.port
+        self.trunks = [
+            Trunk(
+                name="softphone", host="127.0.0.1", port=port, caller_id=DEMO_CALLER_ID, hold_s=10
+            )
+        ]
+        log.warning(
+            "no trunk configured: calls go to the built-in softphone at sip:127.0.0.1:%d, "
+            "which logs the keypresses it hears and saves the audio in %s",
+            port,
+            record_dir,
+        )
+
+    def leg_for(self, call: DueCall) -> LegPlan:
+        if call.sandbox:
+            tel = self.settings.telephony
+            sandbox = SandboxSettings(tel.sandbox_answer_after_s, tel.sandbox_hold_s)
+            return LegPlan(SandboxLeg(sandbox), hold_s=sandbox.hold_s)
+        trunk = find_trunk(self.trunks, call.trunk)
+        leg = SipLeg(self.ua, self.media, trunk, call.destination)
+        return LegPlan(leg, trunk.tone_ms, trunk.gap_ms, trunk.hold_s)
+
+    async def stop(self) -> None:
+        if self.dialer is not None:
+            try:
+                await asyncio.wait_for(self.dialer.stop(), STOP_GRACE_S)
+            except TimeoutError:
+                for task in list(self.dialer.active):
+                    task.cancel()
+                await asyncio.gather(*self.dialer.active, return_exceptions=True)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.softphone is not None:
+            await self.softphone.close()
+        await self.ua.close()
+        await self.media.stop()
