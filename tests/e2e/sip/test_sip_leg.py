@@ -100,3 +100,40 @@ async def test_far_end_hangs_up(ua: UserAgent, clock: MediaClock) -> None:
         log = sipp.messages
     assert log.count("BYE sip:") == 1  # theirs only
     assert "SIP/2.0 200 OK" in log.split("BYE sip:")[1]
+
+
+async def test_service_unavailable_fails(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_503") as sipp:
+        result = await SipLeg(ua, clock, trunk(sipp.port), "1000").dial(lambda c, r: None)
+    assert (result.status, result.sip_code, result.sip_reason) == (
+        CallStatus.FAILED,
+        503,
+        "Service Unavailable",
+    )
+
+
+async def test_early_media_then_answer(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_early_media") as sipp:
+        leg = SipLeg(ua, clock, trunk(sipp.port), "1000")
+        progress: list[int] = []
+        result = await leg.dial(lambda code, _reason: progress.append(code))
+        assert result.status is CallStatus.ANSWERED and progress == [183]
+        assert leg.session is not None
+        # Media started on the 183 already: the far end's echo has been arriving since.
+        await asyncio.sleep(0.3)
+        assert leg.session.stats.packets_received > 0
+        await leg.hangup()
+
+
+async def test_reinvite_from_the_far_end_is_answered(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_reinvite") as sipp:
+        leg = SipLeg(ua, clock, trunk(sipp.port), "1000")
+        assert (await leg.dial(lambda c, r: None)).status is CallStatus.ANSWERED
+        await asyncio.sleep(1.2)  # SIPp re-INVITEs after 500 ms
+        await asyncio.wait_for(leg.hangup(), 5)  # SIPp answers the BYE only if all went well
+        await asyncio.sleep(0.3)
+        log = sipp.messages
+        assert sipp.process.poll() is None or sipp.process.returncode == 0
+    reinvite_answer = log.split("CSeq: 1 INVITE")[-1]
+    assert "SIP/2.0 200 OK" in log and "m=audio" in reinvite_answer
+    assert "BYE sip:" in log
