@@ -127,3 +127,14 @@ async def test_a_move_the_status_does_not_allow_is_refused(server: RunningServer
     with server.db.read() as conn:
         row = conn.execute(select(t.calls).where(t.calls.c.id == call.pk)).one()
     assert (row.status, row.sip_code, row.result) == ("busy", 486, "BUSY")
+
+
+async def test_a_link_can_name_its_trunk(server: RunningServer) -> None:
+    api = setup(server)
+    r = api.put(
+        "Links", "updateLinks", wrap("<link><link_id>link123</link_id><trunk>eu</trunk></link>")
+    )
+    assert r.status_code == 204, r.text
+    initiate(api, "449789123123")
+    [call] = CallRecords(server.db, FakeClock()).claim_due("me", 10)
+    assert call.trunk == "eu"

@@ -44,8 +44,14 @@ def _name_taken(name: str, node_id: str) -> str:
 
 
 def _optional_values(errs: ErrorList, link: Mapping[str, str], pos: Position) -> dict[str, object]:
-    """The valid ``link_type``, ``click_to_call`` and ``link_date`` the item carries."""
+    """The valid ``link_type``, ``click_to_call``, ``link_date`` and ``trunk`` the item carries.
+
+    ``trunk`` is a voxflow extension: the name of the configured trunk this link's calls go
+    through ("" for the default trunk).
+    """
     values: dict[str, object] = {}
+    if "trunk" in link and check_length(errs, "Trunk", link["trunk"], TYPE_MAX, pos):
+        values["trunk"] = link["trunk"] or None
     if "link_type" in link and check_length(errs, "Link Type", link["link_type"], TYPE_MAX, pos):
         values["link_type"] = link["link_type"]
     if link.get("click_to_call"):
