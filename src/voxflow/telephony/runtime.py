@@ -14,6 +14,7 @@ from voxflow.scheduling.dialer import Dialer, LegPlan
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.sip.useragent import UserAgent
 from voxflow.store.db import Database
+from voxflow.telephony.registration import Registration
 from voxflow.telephony.sandbox import SandboxLeg, SandboxSettings
 from voxflow.telephony.sip_leg import SipLeg
 from voxflow.telephony.softphone import Softphone
@@ -35,6 +36,7 @@ class Telephony:
         self.softphone: Softphone | None = None
         self.dialer: Dialer | None = None
         self._task: asyncio.Task[None] | None = None
+        self.registrations: list[tuple[Registration, asyncio.Task[None]]] = []
 
     async def start(self) -> None:
         tel = self.settings.telephony
@@ -43,6 +45,11 @@ class Telephony:
         log.info("SIP user agent on %s:%d", self.ua.host, self.ua.port)
         if not self.trunks:
             await self._start_softphone()
+        loop = asyncio.get_running_loop()
+        for trunk in self.trunks:
+            if trunk.register:
+                registration = Registration(self.ua, trunk)
+                self.registrations.append((registration, loop.create_task(registration.run())))
         self.dialer = Dialer(self.records, self.leg_for, max_calls=tel.max_calls, poll_s=tel.poll_s)
         self._task = asyncio.get_running_loop().create_task(self.dialer.run())
 
@@ -85,6 +92,13 @@ class Telephony:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for registration, task in self.registrations:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if registration.registered.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(registration.unregister(), 5)
         if self.softphone is not None:
             await self.softphone.close()
         await self.ua.close()
