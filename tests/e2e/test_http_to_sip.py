@@ -153,3 +153,22 @@ def test_no_answer_is_cancelled_after_the_ring_timeout(served: tuple[Served, Sip
     assert (call.status, call.sip_code) == ("no-answer", 487)  # type: ignore[attr-defined]
     assert [kind for kind, _ in events] == ["queued", "dialing", "ringing", "no-answer"]
     assert "CANCEL sip:" in sipp.messages
+
+
+def test_keypress_timing_on_the_wire(served: tuple[Served, Sipp]) -> None:
+    """For ``,,1,,2`` the first keypress starts 4.000 s after the 200 OK, the second 4.000 s
+    after the first, within 20 ms, as seen by tshark on the wire."""
+    from tests.peers.capture import capture
+
+    srv, sipp = served
+    with capture([sipp.port], media_ports=[sipp.media_port]) as wire:
+        call_id = place(srv, "449789123123,,1,,2")
+        call, _ = wait_final(srv, call_id)
+        wire.stop()
+    assert call.status == "completed"  # type: ignore[attr-defined]
+    [ok] = [r for r in wire.sip if r.label == "200 INVITE" and r.sport == sipp.port][:1]
+    keys = [k for k in wire.keypresses(dport=sipp.media_port)]
+    assert [k.digit for k in keys] == ["1", "2"]
+    first, second = keys[0].start - ok.time, keys[1].start - keys[0].start
+    assert abs(first - 4.0) < 0.020, first
+    assert abs(second - 4.0) < 0.020, second
