@@ -52,6 +52,13 @@ def _udp_port_free(port: int) -> bool:
     return True
 
 
+def _tcp_port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
 @contextlib.contextmanager
 def sipp_uas(scenario: str, *extra: str, host: str = "127.0.0.1") -> Iterator[Sipp]:
     """SIPp answering with ``tests/peers/<scenario>.xml`` on a free port."""
@@ -88,7 +95,8 @@ def sipp_uas(scenario: str, *extra: str, host: str = "127.0.0.1") -> Iterator[Si
     sipp = Sipp(process, host, port, media, workdir)
     try:
         deadline = time.monotonic() + 10
-        while _udp_port_free(port):
+        tcp = "t1" in extra
+        while _tcp_port_free(port) if tcp else _udp_port_free(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"sipp did not start: {' '.join(args)}")
             time.sleep(0.05)

@@ -99,11 +99,11 @@ class SipLeg:
         uri = SipUri(host=trunk.host, user=self.number, port=trunk.port)
         local = SipUri(host=self.ua.host, user=trunk.caller_id.lstrip("+"))
         from_ = NameAddress(local, params=Params([("tag", from_tag)] if from_tag else []))
-        transport = transport_for(len(body) + 600, self.destination.transport)
+        transport = self.destination.transport.upper()
         via = Via(
             host=self.ua.host,
             port=self.ua.port,
-            transport=transport.upper(),
+            transport=transport,
             params=Params([("rport", None)]),
         )
         contact = NameAddress(SipUri(host=self.ua.host, user=local.user, port=self.ua.port))
@@ -138,6 +138,8 @@ class SipLeg:
         auth: list[tuple[str, str]] = []
         for cseq in range(1, MAX_AUTH_ROUNDS + 2):
             invite = self._build_invite(cseq, call_id, from_tag, auth)
+            if self._needs_tcp(invite):  # RFC 3261 §18.1.1: too large for UDP
+                invite = self._build_invite(cseq, call_id, from_tag, auth)
             from_tag = invite.from_.tag
             final = await self._ring(invite, on_ringing)
             response = final.response
@@ -150,6 +152,14 @@ class SipLeg:
                 return self._conclude(invite, final)
             auth = digest.headers("INVITE", str(invite.uri), invite.body)
         return DialResult(CallStatus.REJECTED, 401, "authentication failed")
+
+    def _needs_tcp(self, request: SipRequest) -> bool:
+        assert self.destination is not None
+        size = len(bytes(request))
+        if transport_for(size, self.destination.transport) == self.destination.transport:
+            return False
+        self.destination = Address(self.destination.host, self.destination.port, "tcp")
+        return True
 
     async def _ring(self, invite: SipRequest, on_ringing: Callable[[int, str], None]) -> Final:
         assert self.destination is not None

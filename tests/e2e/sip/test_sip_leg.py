@@ -137,3 +137,13 @@ async def test_reinvite_from_the_far_end_is_answered(ua: UserAgent, clock: Media
     reinvite_answer = log.split("CSeq: 1 INVITE")[-1]
     assert "SIP/2.0 200 OK" in log and "m=audio" in reinvite_answer
     assert "BYE sip:" in log
+
+
+async def test_a_tcp_trunk(ua: UserAgent, clock: MediaClock) -> None:
+    with sipp_uas("uas_answer_dtmf", "-t", "t1") as sipp:
+        leg = SipLeg(ua, clock, trunk(sipp.port, transport="tcp"), "1000")
+        result = await leg.dial(lambda c, r: None)
+        assert result.status is CallStatus.ANSWERED
+        await asyncio.wait_for(leg.hangup(), 5)
+        log = sipp.messages
+    assert "TCP message received" in log and "Via: SIP/2.0/TCP" in log
