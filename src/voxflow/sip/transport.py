@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import re
 from collections.abc import Callable
@@ -20,6 +21,7 @@ log = logging.getLogger("voxflow.sip.transport")
 # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1500) must go over TCP.
 UDP_MAX_BYTES = 1300
 MAX_MESSAGE_BYTES = 65_535
+BIND_ATTEMPTS = 20
 _HEADER_END = b"\r\n\r\n"
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.I | re.M)
 
@@ -136,13 +138,33 @@ class SipTransport:
         self._connections: dict[tuple[str, int], _TcpConnection] = {}
 
     async def start(self, host: str, port: int = 0, *, tcp: bool = True) -> None:
-        """Bind UDP (and TCP on the same port) to ``host:port``; port 0 picks a free one."""
+        """Bind UDP (and TCP on the same port) to ``host:port``; port 0 picks a free one.
+
+        With port 0 the UDP port is picked first; when TCP cannot have the same number (a TCP
+        socket already uses it), both are given up and another port is tried.
+        """
+        attempts = BIND_ATTEMPTS if port == 0 else 1
+        for attempt in range(attempts):
+            try:
+                await self._bind(host, port, tcp=tcp)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or attempt == attempts - 1:
+                    raise
+
+    async def _bind(self, host: str, port: int, *, tcp: bool) -> None:
         loop = asyncio.get_running_loop()
         udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
-        self._udp = udp
-        self.host, self.port = udp.get_extra_info("sockname")[:2]
+        bound_host, bound_port = udp.get_extra_info("sockname")[:2]
         if tcp:
-            self._server = await asyncio.start_server(self._accepted, self.host, self.port)
+            try:
+                self._server = await asyncio.start_server(self._accepted, bound_host, bound_port)
+            except OSError:
+                udp.close()
+                await asyncio.sleep(0)  # the socket closes on the loop's next turn
+                raise
+        self._udp = udp
+        self.host, self.port = bound_host, bound_port
 
     def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = _TcpConnection(self, reader, writer)

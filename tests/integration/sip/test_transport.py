@@ -90,3 +90,41 @@ async def test_a_stream_of_garbage_is_closed_and_the_transport_lives_on() -> Non
         writer.close()
     finally:
         await t.close()
+
+
+async def test_a_port_taken_over_tcp_is_given_up_whole() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        t = SipTransport(lambda d, s: None)
+        with pytest.raises(OSError):
+            await t.start("127.0.0.1", port)
+        # The UDP half was closed again: the port is free for UDP.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", port))
+
+
+async def test_port_zero_tries_again_when_tcp_has_the_number(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    t = SipTransport(lambda d, s: None)
+    real_bind = t._bind
+    calls: list[int] = []
+
+    async def flaky_bind(host: str, port: int, *, tcp: bool) -> None:
+        calls.append(port)
+        if len(calls) == 1:
+            raise OSError(errno.EADDRINUSE, "address already in use")
+        await real_bind(host, port, tcp=tcp)
+
+    monkeypatch.setattr(t, "_bind", flaky_bind)
+    await t.start("127.0.0.1")
+    try:
+        assert calls == [0, 0] and t.port > 0
+    finally:
+        await t.close()
