@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from voxflow import __version__, logs
+from voxflow import __version__, calls_cli, logs
 from voxflow.clock import SystemClock
 from voxflow.config import ConfigError, Settings, load
 from voxflow.services.accounts import AccountError, create_account
@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     upgrade = db_sub.add_parser("upgrade", help="apply migrations")
     _common(upgrade)
+
+    calls_cli.add_parser(sub, _common)
 
     account = sub.add_parser("account", help="manage accounts")
     account_sub = account.add_subparsers(dest="account_command", required=True)
@@ -100,6 +102,16 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _calls(settings: Settings, args: argparse.Namespace) -> int:
+    from voxflow.app import open_database
+
+    db = open_database(settings)
+    try:
+        return calls_cli.run(db, settings, args)
+    finally:
+        db.dispose()
+
+
 def _softphone(_settings: Settings, args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
@@ -139,8 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _db_upgrade(settings, args)
         if args.command == "softphone":
             return _softphone(settings, args)
+        if args.command == "calls":
+            return _calls(settings, args)
         return _account_create(settings, args)
-    except (ConfigError, DatabaseError, AccountError) as exc:
+    except (ConfigError, DatabaseError, AccountError, calls_cli.CallsError) as exc:
         print(f"voxflow: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

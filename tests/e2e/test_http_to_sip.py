@@ -172,3 +172,22 @@ def test_keypress_timing_on_the_wire(served: tuple[Served, Sipp]) -> None:
     first, second = keys[0].start - ok.time, keys[1].start - keys[0].start
     assert abs(first - 4.0) < 0.020, first
     assert abs(second - 4.0) < 0.020, second
+
+
+@pytest.mark.parametrize("served", ["uas_noanswer"], indirect=True)
+def test_cancel_call_while_it_rings_sends_cancel(served: tuple[Served, Sipp]) -> None:
+    srv, sipp = served
+    call_id = place(srv, "1000")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = xml_of(srv.api.get("Calling", "getCall", call_id=call_id)).findtext("call/status")
+        if status == "ringing":
+            break
+        time.sleep(0.05)
+    r = srv.api.put("Calling", "cancelCall", wrap(f"<call_id>{call_id}</call_id>"))
+    assert r.status_code == 204, r.text
+    call, events = wait_final(srv, call_id)
+    assert call.status == "cancelled"  # type: ignore[attr-defined]
+    assert [kind for kind, _ in events][-2:] == ["cancel-requested", "cancelled"]
+    time.sleep(0.3)
+    assert "CANCEL sip:" in sipp.messages

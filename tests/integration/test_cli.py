@@ -340,3 +340,43 @@ def test_postgres_upgrade_and_account_create(env: dict[str, str], postgres: Post
 
     missing = postgres.url("no_such_database")
     assert_one_line_failure(voxflow(env, "db", "upgrade", "--db", missing), "no_such_database")
+
+
+def test_calls_list_show_and_cancel(env: dict[str, str], tmp_path: Path) -> None:
+    from tests.support import start_server, wrap
+    from voxflow.store.db import Database
+
+    db_url = sqlite_url(tmp_path / "calls.db")
+    db = Database(db_url)
+    db.upgrade()
+    server = start_server(db)
+    try:
+        api = server.client("carol")
+        from tests.support import attach, make_flow, make_link
+
+        make_link(api)
+        make_flow(
+            api,
+            '<callFlow name="F"><call id="c" label="A" destinationPhoneNumber="4411"/></callFlow>',
+        )
+        attach(api, "F", "link123")
+        body = wrap(
+            "<link_id>link123</link_id><call_variables><call_destination>4499</call_destination>"
+            "<delay>10</delay></call_variables>"
+        )
+        call_id = etree.fromstring(api.post("Calling", "initiateCall", body).content).findtext(
+            "call_id"
+        )
+    finally:
+        server.stop()
+        db.dispose()
+    listed = voxflow(env, "calls", "list", "--db", db_url)
+    assert_ok(listed)
+    assert call_id in listed.stdout and "scheduled" in listed.stdout
+    shown = voxflow(env, "calls", "show", str(call_id), "--db", db_url)
+    assert_ok(shown)
+    assert json.loads(shown.stdout)["events"][0]["kind"] == "scheduled"
+    assert_ok(voxflow(env, "calls", "cancel", str(call_id), "--db", db_url))
+    again = voxflow(env, "calls", "cancel", str(call_id), "--db", db_url)
+    assert_one_line_failure(again, "cannot be cancelled")
+    assert_one_line_failure(voxflow(env, "calls", "show", "nope", "--db", db_url), "no call nope")

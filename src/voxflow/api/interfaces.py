@@ -4,6 +4,7 @@ from voxflow.api import (  # noqa: F401
     blocked_numbers,
     callflow,
     calling,
+    calls_live,
     contacts,
     link_templates,
     links,

@@ -56,7 +56,9 @@ TRANSITIONS: dict[CallStatus, frozenset[CallStatus]] = {
     CallStatus.QUEUED: frozenset({CallStatus.DIALING, CallStatus.CANCELLED, CallStatus.EXPIRED}),
     CallStatus.DIALING: frozenset({CallStatus.RINGING, CallStatus.ANSWERED}) | _ENDED_WHILE_DIALING,
     CallStatus.RINGING: frozenset({CallStatus.ANSWERED}) | _ENDED_WHILE_DIALING,
-    CallStatus.ANSWERED: frozenset({CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.UNKNOWN}),
+    CallStatus.ANSWERED: frozenset(
+        {CallStatus.COMPLETED, CallStatus.FAILED, CallStatus.CANCELLED, CallStatus.UNKNOWN}
+    ),
 }
 
 
@@ -64,6 +66,9 @@ def predecessors(status: CallStatus) -> frozenset[CallStatus]:
     """The statuses from which a call may move to ``status``."""
     return frozenset(s for s, targets in TRANSITIONS.items() if status in targets)
 
+
+IN_PROGRESS = frozenset({CallStatus.DIALING, CallStatus.RINGING, CallStatus.ANSWERED})
+NOT_STARTED = frozenset({CallStatus.QUEUED, CallStatus.SCHEDULED})
 
 # iovox's call_result for each final status (Calls::getCallData).
 CALL_RESULTS = {

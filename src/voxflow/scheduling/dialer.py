@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -52,12 +53,15 @@ class Dialer:
         self.poll_s = poll_s
         self.owner = owner or f"dialer-{uuid.uuid4().hex[:8]}"
         self.active: set[asyncio.Task[None]] = set()
+        self._by_pk: dict[int, asyncio.Task[None]] = {}
+        self._cancelling: set[int] = set()
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         """Claim and place due calls until :meth:`stop`."""
         while not self._stopping.is_set():
             await self.dial_due()
+            await self.cancel_requested()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.poll_s)
 
@@ -68,8 +72,27 @@ class Dialer:
         for call in calls:
             task = asyncio.create_task(self.place(call), name=f"call-{call.call_id}")
             self.active.add(task)
+            self._by_pk[call.pk] = task
             task.add_done_callback(self.active.discard)
+            task.add_done_callback(functools.partial(self._forget, call.pk))
         return len(calls)
+
+    def _forget(self, pk: int, _task: asyncio.Task[None]) -> None:
+        self._by_pk.pop(pk, None)
+
+    async def cancel_requested(self) -> int:
+        """Hang up the calls of this dialer that cancelCall asked to end."""
+        if not self._by_pk:
+            return 0
+        pks = await asyncio.to_thread(self.records.cancel_requests, self.owner)
+        count = 0
+        for pk in pks:
+            task = self._by_pk.get(pk)
+            if task is not None and pk not in self._cancelling:
+                self._cancelling.add(pk)
+                task.cancel()
+                count += 1
+        return count
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -79,6 +102,11 @@ class Dialer:
     async def place(self, call: DueCall) -> None:
         try:
             await self._place(call)
+        except asyncio.CancelledError:
+            if call.pk not in self._cancelling:
+                raise
+            self._cancelling.discard(call.pk)
+            await self._move(call, CallStatus.CANCELLED, detail={"by": "cancelCall"})
         except Exception as exc:
             log.exception("call %s failed", call.call_id)
             await self._move(call, CallStatus.FAILED, detail={"error": str(exc)[:500]})
@@ -88,6 +116,13 @@ class Dialer:
 
     async def _place(self, call: DueCall) -> None:
         plan = self.legs(call)
+        try:
+            await self._run_leg(call, plan)
+        except asyncio.CancelledError:
+            await plan.leg.hangup()  # CANCEL while ringing, BYE once answered
+            raise
+
+    async def _run_leg(self, call: DueCall, plan: LegPlan) -> None:
         leg = plan.leg
         loop = asyncio.get_running_loop()
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from voxflow.clock import Clock
-from voxflow.domain.calls import CALL_RESULTS, FINAL, CallStatus, predecessors
+from voxflow.domain.calls import CALL_RESULTS, FINAL, IN_PROGRESS, CallStatus, predecessors
 from voxflow.domain.dialstring import Keypress
 from voxflow.store import tables as t
 from voxflow.store.db import Database
@@ -142,6 +142,19 @@ class CallRecords:
                     {"call_pk": pk, "at": now, "kind": status.value, "detail": json.dumps(event)},
                 )
         return bool(changed)
+
+    def cancel_requests(self, owner: str) -> list[int]:
+        """Calls of ``owner`` in progress that cancelCall asked to end."""
+        with self.db.read() as conn:
+            return list(
+                conn.execute(
+                    select(t.calls.c.id).where(
+                        t.calls.c.lease_owner == owner,
+                        t.calls.c.cancel_requested_at.is_not(None),
+                        t.calls.c.status.in_([s.value for s in IN_PROGRESS]),
+                    )
+                ).scalars()
+            )
 
     def event(self, pk: int, kind: str, detail: dict[str, Any]) -> None:
         """Record something that happened on a call without changing its status."""

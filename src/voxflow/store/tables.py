@@ -172,6 +172,8 @@ calls = Table(
     Column("result", String(16), nullable=True),
     Column("sip_code", Integer, nullable=True),
     Column("sip_reason", String(255), nullable=True),
+    # Set by cancelCall for a call in progress; the dialer that owns the call hangs it up.
+    Column("cancel_requested_at", DateTime, nullable=True),
     Index("ix_calls_status_due_at", "status", "due_at"),
     Index("ix_calls_account_destination", "account_id", "destination", "created_at"),
 )

@@ -62,6 +62,7 @@ class SipLeg:
     _ended: asyncio.Event = field(default_factory=asyncio.Event)
     _invite: SipRequest | None = None
     _cancelled: bool = False
+    _ringing: bool = False
 
     # ------------------------------------------------------------------ dialling
 
@@ -172,10 +173,13 @@ class SipLeg:
                 on_ringing(response.status, response.reason)
                 self._early_media(response)
 
+        self._ringing = True  # stays True if we are cancelled meanwhile: hangup() CANCELs
         try:
-            return await self.ua.request(invite, self.destination, provisional)
+            final = await self.ua.request(invite, self.destination, provisional)
         finally:
             timeout.cancel()
+        self._ringing = False
+        return final
 
     def _cancel(self) -> None:
         """Ring timeout: CANCEL the INVITE (§9.1); its 487 then ends the attempt."""
@@ -255,6 +259,8 @@ class SipLeg:
         await self._ended.wait()
 
     async def hangup(self) -> None:
+        if self.dialog is None and self._ringing and not self._cancelled:
+            self._cancel()  # still ringing: CANCEL the INVITE (§9.1)
         if self.dialog is not None and self.destination is not None and not self._ended.is_set():
             try:
                 bye = self.dialog.make_request("BYE")
