@@ -27,7 +27,7 @@ import ipaddress
 import logging
 import secrets
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, TypeVar, cast
@@ -211,7 +211,7 @@ class RtpSession(asyncio.DatagramProtocol):
             try:
                 await loop.create_datagram_endpoint(lambda: session, local_addr=(host, candidate))
             except OSError as exc:
-                if exc.errno == errno.EADDRINUSE and port_range is not None:
+                if _address_in_use(exc) and port_range is not None:
                     continue
                 raise
             return session
@@ -488,16 +488,27 @@ class RtpSession(asyncio.DatagramProtocol):
         self._closed.set()
 
 
-def _candidate_ports(port: int, port_range: tuple[int, int] | None) -> list[int]:
+def _address_in_use(exc: OSError) -> bool:
+    """EADDRINUSE, also as uvloop reports it (errno None, the real error as the cause)."""
+    cause = exc.__cause__
+    return exc.errno == errno.EADDRINUSE or (
+        isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE
+    )
+
+
+def _candidate_ports(port: int, port_range: tuple[int, int] | None) -> Iterator[int]:
+    """The ports to try: ``port`` alone, or every even port of the range from a random one."""
     if port_range is None:
-        return [port]
+        yield port
+        return
     low, high = port_range
     first_even = low + (low & 1)
-    evens = list(range(first_even, high + 1, 2))  # RTP on even ports (RFC 3550 §11)
-    if not evens:
+    count = (high - first_even) // 2 + 1 if high >= first_even else 0  # RFC 3550 §11: even
+    if count <= 0:
         raise ValueError(f"no even port in {port_range}")
-    offset = secrets.randbelow(len(evens))
-    return evens[offset:] + evens[:offset]
+    offset = secrets.randbelow(count)
+    for i in range(count):
+        yield first_even + 2 * ((offset + i) % count)
 
 
 def _ip_literal(host: str) -> str:

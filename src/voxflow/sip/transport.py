@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import re
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ log = logging.getLogger("voxflow.sip.transport")
 UDP_MAX_BYTES = 1300
 MAX_MESSAGE_BYTES = 65_535
 BIND_ATTEMPTS = 20
+UDP_RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
 _HEADER_END = b"\r\n\r\n"
 _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*(\d+)[ \t]*$", re.I | re.M)
 
@@ -155,6 +157,11 @@ class SipTransport:
     async def _bind(self, host: str, port: int, *, tcp: bool) -> None:
         loop = asyncio.get_running_loop()
         udp, _ = await loop.create_datagram_endpoint(lambda: _Udp(self), local_addr=(host, port))
+        sock = udp.get_extra_info("socket")
+        if sock is not None:
+            # Answers to a burst of INVITEs arrive together: a large buffer keeps them.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER_BYTES)
         bound_host, bound_port = udp.get_extra_info("sockname")[:2]
         if tcp:
             try:

@@ -140,6 +140,13 @@ class UserAgent:
         finally:
             self._clients.pop(key, None)
 
+    def give_up(self, request: SipRequest) -> None:
+        """End a pending request as timed out: RFC 3261 §9.1, no final response 64*T1 after
+        our CANCEL. Its transaction is left to its own timers."""
+        self._finish(
+            TransactionKey.for_client(request), Final(None, timed_out=True, received_at=self.now())
+        )
+
     def send_ack(self, ack: SipRequest, destination: Address) -> None:
         """An ACK for a 2xx goes straight to the transport (§13.2.2.4)."""
         self._transmit(bytes(ack), destination, None)

@@ -45,6 +45,11 @@ _STATUS_OF = {
 }
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():  # it may have been cancelled in the same turn of the loop
+        future.set_result(None)
+
+
 def _result(result: CallResult, answered_at: float | None = None) -> DialResult:
     return DialResult(_STATUS_OF[result.outcome], result.code, result.reason, answered_at)
 
@@ -186,9 +191,13 @@ class SipLeg:
         if self._invite is None or self.destination is None:
             return
         self._cancelled = True
-        cancel = make_cancel(self._invite)
-        task = asyncio.get_running_loop().create_task(self.ua.request(cancel, self.destination))
+        invite = self._invite
+        cancel = make_cancel(invite)
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(self.ua.request(cancel, self.destination))
         task.add_done_callback(lambda t: t.exception())
+        # §9.1: with no final response 64*T1 after the CANCEL, the INVITE has failed.
+        loop.call_later(self.ua.layer.timers.timeout, self.ua.give_up, invite)
 
     def _early_media(self, response: SipResponse) -> None:
         if response.status == 183 and response.body and self.session is not None:
@@ -234,8 +243,8 @@ class SipLeg:
     async def send_keypress(self, key: str, at: float, tone_ms: int) -> KeypressSent:
         loop = asyncio.get_running_loop()
         if at > loop.time():
-            due = loop.create_future()
-            handle = loop.call_at(at, due.set_result, None)
+            due: asyncio.Future[None] = loop.create_future()
+            handle = loop.call_at(at, _resolve, due)
             try:
                 await due
             finally:

@@ -147,3 +147,18 @@ async def test_a_tcp_trunk(ua: UserAgent, clock: MediaClock) -> None:
         await asyncio.wait_for(leg.hangup(), 5)
         log = sipp.messages
     assert "TCP message received" in log and "Via: SIP/2.0/TCP" in log
+
+
+async def test_a_cancel_nobody_answers_ends_after_64_t1(clock: MediaClock) -> None:
+    from voxflow.sip.transaction import TimerSettings
+
+    agent = UserAgent(timers=TimerSettings(t1=0.02))  # 64*T1 = 1.28 s
+    await agent.start("127.0.0.1")
+    try:
+        with sipp_uas("uas_ignore_cancel") as sipp:
+            leg = SipLeg(agent, clock, trunk(sipp.port, ring_timeout_s=1), "1000")
+            result = await asyncio.wait_for(leg.dial(lambda c, r: None), 10)
+            assert "CANCEL sip:" in sipp.messages
+    finally:
+        await agent.close()
+    assert (result.status, result.sip_code) == (CallStatus.NO_ANSWER, 408)

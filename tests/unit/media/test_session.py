@@ -336,14 +336,37 @@ def test_play_replaces_and_stops_the_previous_source() -> None:
 
 
 def test_port_candidates_and_addresses() -> None:
-    assert _candidate_ports(0, None) == [0]
-    ports = _candidate_ports(0, (10001, 10010))
+    assert list(_candidate_ports(0, None)) == [0]
+    ports = list(_candidate_ports(0, (10001, 10010)))
     assert sorted(ports) == [10002, 10004, 10006, 10008, 10010]
     with pytest.raises(ValueError):
-        _candidate_ports(0, (10001, 10001))
+        list(_candidate_ports(0, (10001, 10001)))
     assert _ip_literal("[2001:db8::1]") == "2001:db8::1"
     with pytest.raises(ValueError, match="not an IP"):
         _ip_literal("media.example.com")
+
+
+async def test_a_taken_port_is_skipped_also_as_uvloop_reports_it() -> None:
+    import errno
+    import socket
+
+    from voxflow.media.session import _address_in_use
+
+    wrapped = OSError("could not bind to local_addr")
+    wrapped.__cause__ = OSError(errno.EADDRINUSE, "Address already in use")
+    assert _address_in_use(wrapped) and _address_in_use(OSError(errno.EADDRINUSE, "x"))
+    assert not _address_in_use(OSError(errno.EACCES, "x"))
+    # A range of two ports, one taken: the session always lands on the other.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        low = port - (port & 1)
+        other = low + 2 if port == low else low
+        for _ in range(5):
+            session = await RtpSession.open(FakeTicker(), "127.0.0.1", port_range=(low, low + 2))
+            assert session.local_address[1] in {other, low + 2} - {port}
+            session.close()
+            await session.wait_closed()
 
 
 def test_received_keypresses_are_bounded() -> None:
