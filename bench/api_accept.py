@@ -134,7 +134,11 @@ def main() -> int:
     db = args.db or "sqlite"
     print(f"api_accept: {args.connections} connections, {args.seconds} s each, db={db}")
     header = ("endpoint", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx")
-    print(f"{header[0]:<24}{header[1]:>12}" + "".join(f"{h:>10}" for h in header[2:5]) + "non-2xx")
+    print(
+        f"{header[0]:<24}{header[1]:>12}"
+        + "".join(f"{h:>10}" for h in header[2:5])
+        + f"{header[5]:>8}"
+    )
     print(row("bare GET /health", bare))
     print(row("initiateCall", accept))
     print(f"ratio initiateCall/bare: {ratio:.3f} (target >= 0.25)")
