@@ -20,6 +20,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+# Subscribers served between two chances for the event loop to run due timers.
+YIELD_EVERY = 32
+
 log = logging.getLogger("voxflow.media.clock")
 
 PERIOD_S = 0.020
@@ -129,17 +132,21 @@ class MediaClock:
         while True:
             now = self.time()
             for index in schedule.due(now):
-                self._dispatch(schedule, index, now)
+                await self._dispatch(schedule, index, now)
             self.stats.skipped = schedule.skipped
             await self._sleep_until(schedule.deadline())
 
-    def _dispatch(self, schedule: TickSchedule, index: int, now: float) -> None:
+    async def _dispatch(self, schedule: TickSchedule, index: int, now: float) -> None:
         lateness = now - schedule.deadline(index)
         self.stats.ticks += 1
         self.stats.max_lateness_s = max(self.stats.max_lateness_s, lateness)
         if lateness >= self.period_s:
             self.stats.late_ticks += 1
-        for subscriber in tuple(self._subscribers):  # a subscriber may (un)subscribe in on_tick
+        for count, subscriber in enumerate(tuple(self._subscribers)):  # it may (un)subscribe
+            if count and count % YIELD_EVERY == 0:
+                # Let due timers run between slices of a large tick: a keypress planned for
+                # now must not wait until every call's frame has gone out (~6 ms at 500 calls).
+                await asyncio.sleep(0)
             try:
                 subscriber.on_tick(index, now)
             except Exception:
