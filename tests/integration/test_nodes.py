@@ -58,3 +58,17 @@ def test_documents_start_with_the_iovox_declaration(api: ApiClient) -> None:
     declaration = b'<?xml version="1.0" encoding="utf-8"?>\n'
     assert api.get("Nodes", "getNodes").content.startswith(declaration + b"<response>")
     assert api.get("Nodes", "getNodes", v="9").content.startswith(declaration + b"<errors>")
+
+
+def test_delete_nodes_reports_every_problem_in_item_order(api: ApiClient) -> None:
+    from tests.support import make_link
+
+    make_link(api, "l1", "n1")
+    assert api.post("Nodes", "createNodes", wrap(node("n2"))).status_code == 201
+    r = api.delete("Nodes", "deleteNodes", node_ids="n1,,zz,n2")
+    assert errors_of(r) == [
+        "Node ID 1 of 4 has Links",
+        "Node ID 2 of 4 Empty",
+        "Node ID 3 of 4 does not exist",
+    ]
+    assert [row["node_id"] for row in rows_of(api.get("Nodes", "getNodes"))] == ["n1", "n2"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, func, select
 
 from voxflow.api import paging
-from voxflow.api.items import check_length, request_items
+from voxflow.api.items import check_length, existing_ids, request_items
 from voxflow.api.routing import Request, Result, route
 from voxflow.errors import ApiError, ErrorList
 from voxflow.store import tables as t
@@ -219,21 +219,17 @@ def delete_contacts(req: Request) -> Result:
     ids = paging.id_list(req.query, "contact_ids")
     if not ids or ids == [""]:
         raise ApiError(CONTACT_IDS_EMPTY)
-    total = len(ids)
     errs = ErrorList()
     with req.db.write() as conn:
-        found = dict(
-            conn.execute(
-                select(t.contacts.c.contact_id, t.contacts.c.id).where(
-                    t.contacts.c.account_id == req.account.id, t.contacts.c.contact_id.in_(ids)
-                )
-            ).all()
+        found = existing_ids(
+            conn,
+            t.contacts,
+            t.contacts.c.contact_id,
+            req.account.id,
+            ids,
+            label="Contact ID",
+            errs=errs,
         )
-        for i, contact_id in enumerate(ids, 1):
-            if not contact_id:
-                errs.add(f"Contact ID {i} of {total} Empty")
-            elif contact_id not in found:
-                errs.add(f"Contact ID {i} of {total} does not exist")
         errs.raise_if_any()
         conn.execute(t.contacts.delete().where(t.contacts.c.id.in_(list(found.values()))))
     return Result.no_content()

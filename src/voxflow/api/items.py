@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from lxml import etree
+from sqlalchemy import Column, Connection, Table, select
 
 from voxflow.api import xmlcodec
 from voxflow.clock import parse_wire_time
@@ -67,3 +68,29 @@ def duplicates(values: Sequence[str]) -> set[str]:
             dup.add(v)
         seen.add(v)
     return dup
+
+
+def existing_ids(
+    conn: Connection,
+    table: Table,
+    id_column: Column[str],
+    account_id: int,
+    ids: Sequence[str],
+    *,
+    label: str,
+    errs: ErrorList,
+) -> dict[str, int]:
+    """The primary keys of the account's rows with these public ids; the rest is numbered
+    ``<label> x of y Empty`` or ``<label> x of y does not exist`` in ``errs``."""
+    rows = conn.execute(
+        select(id_column, table.c.id).where(
+            table.c.account_id == account_id, id_column.in_(list(ids))
+        )
+    )
+    found = {str(row[0]): int(row[1]) for row in rows}
+    for i, value in enumerate(ids, 1):
+        if not value:
+            errs.add(f"{label} {i} of {len(ids)} Empty")
+        elif value not in found:
+            errs.add(f"{label} {i} of {len(ids)} does not exist")
+    return found

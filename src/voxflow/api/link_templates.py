@@ -6,7 +6,7 @@ from lxml import etree
 from sqlalchemy import Connection, select
 
 from voxflow.api import xmlcodec
-from voxflow.api.items import parse_flag
+from voxflow.api.items import existing_ids, parse_flag
 from voxflow.api.routing import Request, Result, route
 from voxflow.api.rules import TEMPLATE_DOES_NOT_EXIST, TEMPLATE_NAME_EMPTY
 from voxflow.domain.dialstring import DialStringError, parse_dial_string
@@ -38,20 +38,9 @@ def _link_ids(body: etree._Element | None) -> list[str]:
 
 
 def _link_pks(conn: Connection, account_id: int, ids: list[str], errs: ErrorList) -> dict[str, int]:
-    found = {
-        row.link_id: row.id
-        for row in conn.execute(
-            select(t.links.c.link_id, t.links.c.id).where(
-                t.links.c.account_id == account_id, t.links.c.link_id.in_(ids)
-            )
-        )
-    }
-    for i, link_id in enumerate(ids, 1):
-        if not link_id:
-            errs.add(f"Link ID {i} of {len(ids)} Empty")
-        elif link_id not in found:
-            errs.add(f"Link ID {i} of {len(ids)} does not exist")
-    return found
+    return existing_ids(
+        conn, t.links, t.links.c.link_id, account_id, ids, label="Link ID", errs=errs
+    )
 
 
 def _check_value(name: str, value: str | list[str], checks: Checks, errs: ErrorList) -> None:

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import Connection, func, select
 
 from voxflow.api import paging
-from voxflow.api.items import check_length, parse_date, parse_flag, request_items
+from voxflow.api.items import check_length, existing_ids, parse_date, parse_flag, request_items
 from voxflow.api.routing import Request, Result, route
 from voxflow.errors import ApiError, ErrorList
 from voxflow.store import tables as t
@@ -342,21 +342,11 @@ def delete_links(req: Request) -> Result:
     ids = paging.id_list(req.query, "link_ids")
     if not ids or ids == [""]:
         raise ApiError(LINK_IDS_EMPTY)
-    total = len(ids)
     errs = ErrorList()
     with req.db.write() as conn:
-        found = dict(
-            conn.execute(
-                select(t.links.c.link_id, t.links.c.id).where(
-                    t.links.c.account_id == req.account.id, t.links.c.link_id.in_(ids)
-                )
-            ).all()
+        found = existing_ids(
+            conn, t.links, t.links.c.link_id, req.account.id, ids, label="Link ID", errs=errs
         )
-        for i, link_id in enumerate(ids, 1):
-            if not link_id:
-                errs.add(f"Link ID {i} of {total} Empty")
-            elif link_id not in found:
-                errs.add(f"Link ID {i} of {total} does not exist")
         errs.raise_if_any()
         conn.execute(t.links.delete().where(t.links.c.id.in_(list(found.values()))))
     return Result.no_content()

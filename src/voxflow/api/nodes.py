@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from voxflow.api import paging
-from voxflow.api.items import check_length, parse_date, request_items
+from voxflow.api.items import check_length, existing_ids, parse_date, request_items
 from voxflow.api.routing import Request, Result, route
 from voxflow.clock import wire_time
 from voxflow.errors import ApiError, ErrorList
@@ -140,29 +140,25 @@ def delete_nodes(req: Request) -> Result:
     ids = paging.id_list(req.query, "node_ids")
     if not ids or ids == [""]:
         raise ApiError("Node IDs Empty")
-    total = len(ids)
     errs = ErrorList()
-    pks: list[int] = []
     with req.db.write() as conn:
+        # The checks of existing_ids and "has Links" are reported together in item order.
+        found = existing_ids(
+            conn, t.nodes, t.nodes.c.node_id, req.account.id, ids, label="Node ID", errs=ErrorList()
+        )
+        with_links = set(
+            conn.execute(
+                select(t.links.c.node_pk).where(t.links.c.node_pk.in_(list(found.values())))
+            ).scalars()
+        )
         for i, node_id in enumerate(ids, 1):
             if not node_id:
-                errs.add(f"Node ID {i} of {total} Empty")
-                continue
-            pk = conn.execute(
-                select(t.nodes.c.id).where(
-                    t.nodes.c.account_id == req.account.id, t.nodes.c.node_id == node_id
-                )
-            ).scalar()
-            if pk is None:
-                errs.add(f"Node ID {i} of {total} does not exist")
-                continue
-            has_links = conn.execute(
-                select(func.count()).select_from(t.links).where(t.links.c.node_pk == pk)
-            ).scalar_one()
-            if has_links:
-                errs.add(f"Node ID {i} of {total} has Links")
-                continue
-            pks.append(pk)
+                errs.add(f"Node ID {i} of {len(ids)} Empty")
+            elif node_id not in found:
+                errs.add(f"Node ID {i} of {len(ids)} does not exist")
+            elif found[node_id] in with_links:
+                errs.add(f"Node ID {i} of {len(ids)} has Links")
+        pks = list(found.values())
         errs.raise_if_any()
         conn.execute(t.nodes.delete().where(t.nodes.c.id.in_(pks)))
     return Result.no_content()
