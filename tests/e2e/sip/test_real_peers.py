@@ -30,6 +30,26 @@ async def clock() -> AsyncIterator[MediaClock]:
 
 
 @pytest.fixture
+async def ua() -> AsyncIterator[UserAgent]:
+    agent = UserAgent()
+    await agent.start("127.0.0.1")
+    yield agent
+    await agent.close()
+
+
+def via_kamailio(kamailio: Kamailio, password: str, **extra: object) -> Trunk:
+    return Trunk(
+        name="k",
+        host=kamailio.host,
+        port=kamailio.port,
+        caller_id="441234567890",
+        username="dialer",
+        password=password,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
 def proxy() -> Iterator[tuple[Kamailio, Sipp]]:
     with (
         sipp_uas("uas_answer_dtmf") as uas,
@@ -39,77 +59,38 @@ def proxy() -> Iterator[tuple[Kamailio, Sipp]]:
 
 
 async def test_call_through_kamailio_with_407_and_record_route(
-    proxy: tuple[Kamailio, Sipp], clock: MediaClock
+    proxy: tuple[Kamailio, Sipp], ua: UserAgent, clock: MediaClock
 ) -> None:
     kamailio, uas = proxy
-    ua = UserAgent()
-    await ua.start("127.0.0.1")
-    try:
-        trunk = Trunk(
-            name="k",
-            host=kamailio.host,
-            port=kamailio.port,
-            caller_id="441234567890",
-            username="dialer",
-            password="s3cret",
-        )
-        leg = SipLeg(ua, clock, trunk, "1000")
-        result = await leg.dial(lambda c, r: None)
-        assert result.status is CallStatus.ANSWERED, result
-        assert leg.dialog is not None and leg.dialog.route_set  # kamailio recorded its route
-        await asyncio.wait_for(leg.hangup(), 5)
-        await asyncio.sleep(0.3)
-    finally:
-        await ua.close()
-    log = uas.messages
-    bye = log.split("BYE sip:")[1]
+    leg = SipLeg(ua, clock, via_kamailio(kamailio, "s3cret"), "1000")
+    result = await leg.dial(lambda c, r: None)
+    assert result.status is CallStatus.ANSWERED, result
+    assert leg.dialog is not None and leg.dialog.route_set  # kamailio recorded its route
+    await asyncio.wait_for(leg.hangup(), 5)
+    await asyncio.sleep(0.3)
+    bye = uas.messages.split("BYE sip:")[1]
     assert f"{kamailio.host}:{kamailio.port}" in bye.split("\n\n")[0]  # it came through the proxy
 
 
 async def test_kamailio_refuses_a_wrong_password(
-    proxy: tuple[Kamailio, Sipp], clock: MediaClock
+    proxy: tuple[Kamailio, Sipp], ua: UserAgent, clock: MediaClock
 ) -> None:
     kamailio, uas = proxy
-    ua = UserAgent()
-    await ua.start("127.0.0.1")
-    try:
-        trunk = Trunk(
-            name="k",
-            host=kamailio.host,
-            port=kamailio.port,
-            caller_id="441234567890",
-            username="dialer",
-            password="wrong",
-        )
-        result = await SipLeg(ua, clock, trunk, "1000").dial(lambda c, r: None)
-    finally:
-        await ua.close()
+    result = await SipLeg(ua, clock, via_kamailio(kamailio, "wrong"), "1000").dial(
+        lambda c, r: None
+    )
     assert result.status is CallStatus.REJECTED and result.sip_code in (403, 407)
     assert "INVITE sip:" not in uas.messages  # nothing got past the proxy
 
 
-async def test_register_with_kamailio(proxy: tuple[Kamailio, Sipp]) -> None:
+async def test_register_with_kamailio(proxy: tuple[Kamailio, Sipp], ua: UserAgent) -> None:
     kamailio, _ = proxy
-    ua = UserAgent()
-    await ua.start("127.0.0.1")
-    try:
-        trunk = Trunk(
-            name="k",
-            host=kamailio.host,
-            port=kamailio.port,
-            caller_id="441234567890",
-            username="dialer",
-            password="s3cret",
-            register=True,
-            register_expires_s=300,
-        )
-        registration = Registration(ua, trunk)
-        granted = await registration.register()
-        assert granted is not None and 0 < granted <= 300
-        await registration.unregister()
-        assert not registration.registered.is_set()
-    finally:
-        await ua.close()
+    trunk = via_kamailio(kamailio, "s3cret", register=True, register_expires_s=300)
+    registration = Registration(ua, trunk)
+    granted = await registration.register()
+    assert granted is not None and 0 < granted <= 300
+    await registration.unregister()
+    assert not registration.registered.is_set()
 
 
 @pytest.fixture
