@@ -39,6 +39,21 @@ accounts = Table(
     Column("allow_ips", Text, nullable=False, server_default=""),
     Column("sandbox", Boolean, nullable=False, server_default="0"),
     Column("created_at", DateTime, nullable=False),
+    # voxflow: where each status change of this account's calls is POSTed (JSON), or NULL.
+    Column("status_callback_url", String(2048), nullable=True),
+)
+
+# voxflow: an account's own limits; NULL in a column means the configured default.
+account_limits = Table(
+    "account_limits",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("per_destination_15m", Integer, nullable=True),
+    Column("per_destination_1h", Integer, nullable=True),
+    Column("per_destination_24h", Integer, nullable=True),
+    Column("max_concurrent_account", Integer, nullable=True),
+    Column("max_concurrent_link", Integer, nullable=True),
+    Column("updated_at", DateTime, nullable=False),
 )
 
 nodes = Table(
@@ -82,6 +97,8 @@ links = Table(
     # Per-link values of the flow's variable ("?") fields: {"rule_id": {"field": "value"}}.
     Column("rule_values", Text, nullable=False, server_default="{}"),
     Column("trunk", String(64), nullable=True),
+    # voxflow: where each status change of this link's calls is POSTed; overrides the account's.
+    Column("status_callback_url", String(2048), nullable=True),
     UniqueConstraint("account_id", "link_id"),
 )
 
@@ -174,6 +191,11 @@ calls = Table(
     Column("sip_reason", String(255), nullable=True),
     # Set by cancelCall for a call in progress; the dialer that owns the call hangs it up.
     Column("cancel_requested_at", DateTime, nullable=True),
+    # When a dialer took the call (lease) and how long it then waited for trunk pacing or
+    # capacity before ``dialing``; why it ended as ``unknown`` or ``expired``.
+    Column("claimed_at", DateTime, nullable=True),
+    Column("queue_wait_ms", Integer, nullable=True),
+    Column("status_reason", String(255), nullable=True),
     Index("ix_calls_status_due_at", "status", "due_at"),
     Index("ix_calls_account_destination", "account_id", "destination", "created_at"),
 )
@@ -198,4 +220,33 @@ idempotency_keys = Table(
     Column("body", LargeBinary, nullable=False),
     Column("created_at", DateTime, nullable=False),
     PrimaryKeyConstraint("account_id", "key"),
+)
+
+# Per-trunk pacing shared by every dialer process: the trunk's theoretical arrival time
+# (GCRA): the earliest moment the next call may be sent without passing the trunk's cps.
+trunk_pacing = Table(
+    "trunk_pacing",
+    metadata,
+    Column("trunk", String(64), primary_key=True),
+    Column("next_slot_at", DateTime, nullable=False),
+)
+
+# Status callbacks waiting to be delivered (an outbox written in the same transaction as the
+# status change it reports), with their retry state.
+call_callbacks = Table(
+    "call_callbacks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("call_pk", Integer, ForeignKey("calls.id"), nullable=False, index=True),
+    Column("url", String(2048), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime, nullable=False),
+    Column("lease_owner", String(64), nullable=True),
+    Column("lease_expires_at", DateTime, nullable=True),
+    Column("delivered_at", DateTime, nullable=True),
+    Column("failed_at", DateTime, nullable=True),
+    Column("last_error", String(500), nullable=True),
+    Index("ix_call_callbacks_pending", "delivered_at", "failed_at", "next_attempt_at"),
 )
