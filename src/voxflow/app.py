@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -10,6 +11,7 @@ from starlette.applications import Starlette
 from voxflow.api.http import build_app
 from voxflow.clock import Clock, SystemClock
 from voxflow.config import Settings
+from voxflow.scheduling.callbacks import CallbackSender
 from voxflow.store.db import Database
 from voxflow.telephony.runtime import Telephony
 
@@ -34,9 +36,14 @@ def create_app(
         async def lifespan(_app: Starlette) -> AsyncIterator[None]:
             telephony = Telephony(db, clock, settings)
             await telephony.start()
+            # Status callbacks go out from the process that dials, in a task of their own.
+            sender = CallbackSender(db, clock, settings.callbacks)
+            sending = asyncio.get_running_loop().create_task(sender.run())
             try:
                 yield
             finally:
                 await telephony.stop()
+                await sender.stop()
+                await sending
 
-    return build_app(db, clock, lifespan), db
+    return build_app(db, clock, lifespan, limits=settings.limits), db

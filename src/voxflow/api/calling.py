@@ -5,7 +5,7 @@ from __future__ import annotations
 from voxflow.api import xmlcodec
 from voxflow.api.routing import Request, Result, route
 from voxflow.clock import wire_time
-from voxflow.services import idempotency
+from voxflow.services import idempotency, limits
 from voxflow.services.calls import prepare_call, store_call
 from voxflow.services.idempotency import StoredAnswer
 
@@ -53,6 +53,7 @@ def _accept(req: Request, key: str | None, digest: str) -> StoredAnswer:
             idempotency.remember(
                 conn, account_id=req.account.id, key=key, digest=digest, answer=answer, now=now
             )
+        limits.admit(conn, call.row, req.limits)
         store_call(conn, call)
     return answer
 

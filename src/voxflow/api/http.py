@@ -25,6 +25,7 @@ from voxflow import errors
 from voxflow.api import routing, xmlcodec
 from voxflow.api.routing import Request, Result
 from voxflow.clock import Clock
+from voxflow.domain.limits import Limits
 from voxflow.errors import ApiError
 from voxflow.services.accounts import Authenticator
 from voxflow.store.db import Database
@@ -97,9 +98,10 @@ class Incoming:
 
 
 class ApiEndpoint:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, limits: Limits | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.limits = limits or Limits()
         self.auth = Authenticator(db)
 
     async def handle(self, request: HttpRequest) -> Response:
@@ -149,6 +151,7 @@ class ApiEndpoint:
                 db=self.db,
                 clock=self.clock,
                 output=output,
+                limits=self.limits,
             )
             return _result_response(_run(method.handler, call), output, request_id)
         except ApiError as err:
@@ -187,11 +190,17 @@ class _AnyVerb:
         await self._app(scope, receive, send)
 
 
-def build_app(db: Database, clock: Clock, lifespan: Lifespan[Starlette] | None = None) -> Starlette:
+def build_app(
+    db: Database,
+    clock: Clock,
+    lifespan: Lifespan[Starlette] | None = None,
+    *,
+    limits: Limits | None = None,
+) -> Starlette:
     # Importing the interface modules registers their methods in the routing table.
     from voxflow.api import interfaces  # noqa: F401
 
-    api = _AnyVerb(ApiEndpoint(db, clock))
+    api = _AnyVerb(ApiEndpoint(db, clock, limits))
     app = Starlette(
         lifespan=lifespan,
         routes=[

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from voxflow import errors
+from voxflow.domain.limits import Limits
 from voxflow.errors import ApiError
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ class Request:
     db: Database
     clock: Clock
     output: str = "XML"
+    limits: Limits = field(default_factory=Limits)  # the configured defaults ([limits])
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from sqlalchemy import bindparam, select
 from voxflow.clock import Clock
 from voxflow.domain.calls import CALL_RESULTS, FINAL, IN_PROGRESS, CallStatus, predecessors
 from voxflow.domain.dialstring import Keypress
+from voxflow.services import callbacks
 from voxflow.store import tables as t
 from voxflow.store.db import Database
 
@@ -100,6 +101,7 @@ class CallRecords:
                     for pk in ids
                 ],
             )
+            callbacks.enqueue_many(conn, ids, CallStatus.DIALING.value, now, {"by": owner})
             rows = conn.execute(_CLAIMED, {"ids": ids}).all()
         return [_due_call(r) for r in rows]
 
@@ -141,6 +143,7 @@ class CallRecords:
                     t.call_events.insert(),
                     {"call_pk": pk, "at": now, "kind": status.value, "detail": json.dumps(event)},
                 )
+                callbacks.enqueue(conn, pk, status.value, now, event)
         return bool(changed)
 
     def cancel_requests(self, owner: str) -> list[int]:
