@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from voxflow import __version__, calls_cli, logs
+from voxflow import __version__, account_cli, calls_cli, logs
 from voxflow.clock import SystemClock
 from voxflow.config import ConfigError, Settings, load
 from voxflow.services.accounts import AccountError, create_account
@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--allow-ip", action="append", default=[], metavar="CIDR")
     create.add_argument("--sandbox", action="store_true", help="never dial a real trunk")
     create.add_argument("--json", action="store_true", help="print JSON")
+    account_cli.add_account_parsers(account_sub, _common)
+    account_cli.add_links_parser(sub, _common)
     return parser
 
 
@@ -92,6 +94,20 @@ def _account_create(settings: Settings, args: argparse.Namespace) -> int:
         print(f"account {new.username} created")
         print(f"secureKey: {new.secure_key}  (shown once; store it now)")
     return 0
+
+
+def _account_settings(settings: Settings, args: argparse.Namespace) -> int:
+    from voxflow.app import open_database
+
+    db = open_database(settings)
+    try:
+        if args.command == "links":
+            return account_cli.run_link_callback(db, args)
+        if args.account_command == "limits":
+            return account_cli.run_limits(db, settings, args)
+        return account_cli.run_account_callback(db, args)
+    finally:
+        db.dispose()
 
 
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
@@ -153,8 +169,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _softphone(settings, args)
         if args.command == "calls":
             return _calls(settings, args)
+        if args.command == "links" or args.account_command != "create":
+            return _account_settings(settings, args)
         return _account_create(settings, args)
-    except (ConfigError, DatabaseError, AccountError, calls_cli.CallsError) as exc:
+    except (
+        ConfigError,
+        DatabaseError,
+        AccountError,
+        calls_cli.CallsError,
+        account_cli.SettingsError,
+    ) as exc:
         print(f"voxflow: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
