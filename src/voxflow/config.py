@@ -177,12 +177,13 @@ def _limits(raw: dict[str, Any]) -> Limits:
     if unknown:
         raise ConfigError(f"[limits] has no setting {sorted(unknown)[0]!r}")
     defaults = Limits()
-    return Limits(
-        **{
-            name: int(_number("limits", section, name, defaults.value(name), (0, 1_000_000)))
-            for name in Limits.names()
-        }
-    )
+    values: dict[str, int] = {}
+    for name in Limits.names():
+        value = _number("limits", section, name, defaults.value(name), (0, 1_000_000))
+        if not value.is_integer():
+            raise ConfigError(f"[limits] {name} must be a whole number, not {value!r}")
+        values[name] = int(value)
+    return Limits(**values)
 
 
 def _callbacks(raw: dict[str, Any]) -> CallbackSettings:

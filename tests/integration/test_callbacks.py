@@ -8,14 +8,21 @@ clock), gives up after the maximum, and never holds up dialling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -23,6 +30,7 @@ from tests.support import (
     ApiClient,
     RunningServer,
     attach,
+    errors_of,
     free_port,
     make_flow,
     make_link,
@@ -375,3 +383,93 @@ async def test_two_senders_deliver_each_callback_once_in_order(
     for call_id in calls:
         statuses = [b["status"] for b in receiver.bodies() if b["call_id"] == call_id]
         assert statuses == ["queued", "dialing", "ringing", "answered", "completed"]
+
+
+def test_voxflow_serve_sends_the_callbacks_and_applies_configured_limits(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """The real process: ``voxflow serve`` with a TOML config, a sandbox account whose callback
+    URL is set by the CLI; the call's every status arrives at the receiver, and the configured
+    limit refuses a second call to the same number."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXFLOW_")}
+    env["VOXFLOW_DATA_DIR"] = str(tmp_path / "data")
+    config = tmp_path / "voxflow.toml"
+    config.write_text(
+        f'[database]\nurl = "sqlite:///{tmp_path / "v.db"}"\n'
+        "[sip]\nport = 0\n[softphone]\nport = 0\n[dialer]\npoll_s = 0.05\n"
+        "[sandbox]\nanswer_after_s = 0\nhold_s = 0\n"
+        "[limits]\nper_destination_15m = 1\n[callbacks]\npoll_s = 0.05\n"
+    )
+
+    def run(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "voxflow", *args, "--config", str(config)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    account = json.loads(run("account", "create", "sandy", "--sandbox", "--json"))
+    run("account", "callback", "sandy", receiver.url)
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "voxflow",
+                "serve",
+                "--port",
+                str(port),
+                "--config",
+                str(config),
+            ],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(600):
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.1)
+        api = ApiClient(base, account["username"], account["secureKey"])
+        make_link(api, "link1")
+        make_flow(api, FLOW)
+        attach(api, "F", "link1")
+        call_id = initiate(api, "441111")
+        refused = api.post(
+            "Calling",
+            "initiateCall",
+            wrap(
+                "<link_id>link1</link_id><call_variables><call_destination>441111"
+                "</call_destination></call_variables>"
+            ),
+        )
+        assert errors_of(refused) == ["The number of calls allowed has been exceeded"]
+        api.close()
+        for _ in range(600):  # until the last status arrived
+            if len(receiver.got) >= 5:
+                break
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert [b["status"] for b in receiver.bodies()] == [
+        "queued",
+        "dialing",
+        "ringing",
+        "answered",
+        "completed",
+    ], log_path.read_text()
+    assert {b["call_id"] for b in receiver.bodies()} == {call_id}
