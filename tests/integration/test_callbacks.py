@@ -71,6 +71,7 @@ class Receiver:
     got: list[tuple[dict[str, str], dict[str, Any]]] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
     server: ThreadingHTTPServer | None = None
+    port: int = 0
 
     @property
     def url(self) -> str:
@@ -99,7 +100,7 @@ class Receiver:
             def log_message(self, *_args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -304,6 +305,28 @@ async def test_a_receiver_that_is_down_is_given_up_after_the_maximum(
     [row] = outbox(clocked.db)
     assert row.attempts == 3 and row.delivered_at is None and row.failed_at is not None
     assert "ConnectError" in row.last_error
+
+
+async def test_a_receiver_that_was_down_gets_the_callback_when_it_is_back(
+    sandy: ApiClient, clocked: RunningServer, clock: MovableClock
+) -> None:
+    port = free_port()
+    voxflow(clocked.db, "account", "callback", "sandy", f"http://127.0.0.1:{port}/hook")
+    await asyncio.to_thread(initiate, sandy, delay=5)
+    sender = CallbackSender(clocked.db, clock)
+    assert await sender.deliver_due() == 1  # connection refused
+    assert outbox(clocked.db)[0].delivered_at is None
+    back = Receiver(port=port)
+    back.start()
+    try:
+        clock.advance(seconds=1)
+        assert await sender.deliver_due() == 1
+    finally:
+        await sender.stop()
+        back.stop()
+    assert [b["status"] for b in back.bodies()] == ["scheduled"]
+    [row] = outbox(clocked.db)
+    assert row.delivered_at is not None and row.attempts == 2
 
 
 async def test_a_callback_older_than_the_maximum_age_is_given_up(
