@@ -339,3 +339,28 @@ def test_postgres_serialises_the_check_and_insert_per_number(
         first.close()
         waiter.join()
     assert outcome == [LIMIT_EXCEEDED]
+
+
+def test_settings_commands_fail_with_one_line(
+    alice: ApiClient, clocked: RunningServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = clocked.db.url
+    capsys.readouterr()
+    cases = [
+        (["account", "limits", "nobody"], "voxflow: no account 'nobody'"),
+        (["account", "callback", "alice", "ftp://x/"], "must be http:// or https://"),
+        (["account", "callback", "alice", "http:///nohost"], "with a host"),
+        (["links", "callback", "--account", "alice", "nolink", "http://a/"], "has no link"),
+    ]
+    for args, fragment in cases:
+        assert cli.main([*args, "--db", db]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0], err
+    with pytest.raises(SystemExit) as usage:
+        cli.main(["account", "limits", "alice", "--concurrent-link", "-1", "--db", db])
+    assert usage.value.code == 2
+    assert cli.main(["account", "limits", "alice", "--json", "--db", db]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["per_destination_15m"] == {"value": 7, "source": "default"}
+    with clocked.db.read() as conn:
+        assert conn.execute(select(t.accounts.c.status_callback_url)).scalar() is None
