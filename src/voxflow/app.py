@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -40,3 +42,17 @@ def create_app(
                 await telephony.stop()
 
     return build_app(db, clock, lifespan), db
+
+
+async def run_dialer(db: Database, settings: Settings, clock: Clock | None = None) -> None:
+    """A dialer alone (``voxflow dialer``) until SIGTERM or SIGINT, then a graceful stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    telephony = Telephony(db, clock or SystemClock(), settings)
+    try:
+        await telephony.start()
+        await stop.wait()
+    finally:
+        await telephony.stop()

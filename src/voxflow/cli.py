@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, help="port to listen on (default 8080)")
     serve.add_argument("--no-dialer", action="store_true", help="run the API alone")
 
+    dialer = sub.add_parser("dialer", help="run a dialer alone (no API)")
+    _common(dialer)
+    dialer.add_argument("--sip-host", help="SIP address of this dialer (default [sip] host)")
+    dialer.add_argument(
+        "--sip-port", type=_port, help="SIP port of this dialer (default [sip] port)"
+    )
+    dialer.add_argument("--name", help="stable, unique name of this dialer (default [dialer] name)")
+
     phone = sub.add_parser("softphone", help="answer SIP calls and log the keypresses heard")
     _common(phone)
     phone.add_argument("--host", default="127.0.0.1", help="SIP address (default 127.0.0.1)")
@@ -73,6 +81,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    finally:
+        db.dispose()
+    return 0
+
+
+def _dialer(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from voxflow.app import open_database, run_dialer
+
+    tel = settings.telephony
+    tel.sip_host = args.sip_host or tel.sip_host
+    tel.sip_port = args.sip_port if args.sip_port is not None else tel.sip_port
+    if args.name is not None:
+        if not args.name or len(args.name) > 50 or "/" in args.name:
+            raise ConfigError("--name must be 1-50 characters without '/'")
+        tel.dialer_name = args.name
+    db = open_database(settings)
+    try:
+        asyncio.run(run_dialer(db, settings))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {tel.sip_host}:{tel.sip_port}: {exc.strerror}"
+        ) from None
     finally:
         db.dispose()
     return 0
@@ -149,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args)
         if args.command == "db":
             return _db_upgrade(settings, args)
+        if args.command == "dialer":
+            return _dialer(settings, args)
         if args.command == "softphone":
             return _softphone(settings, args)
         if args.command == "calls":

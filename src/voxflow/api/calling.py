@@ -5,7 +5,7 @@ from __future__ import annotations
 from voxflow.api import xmlcodec
 from voxflow.api.routing import Request, Result, route
 from voxflow.clock import wire_time
-from voxflow.services import idempotency
+from voxflow.services import due_signal, idempotency
 from voxflow.services.calls import prepare_call, store_call
 from voxflow.services.idempotency import StoredAnswer
 
@@ -54,6 +54,7 @@ def _accept(req: Request, key: str | None, digest: str) -> StoredAnswer:
                 conn, account_id=req.account.id, key=key, digest=digest, answer=answer, now=now
             )
         store_call(conn, call)
+    due_signal.announce(req.db, call.due_at, due_now=call.delay_minutes == 0)
     return answer
 
 
