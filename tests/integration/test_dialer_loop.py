@@ -1,0 +1,132 @@
+"""The dialer's loop against the real store: woken at once by an accepted call (in process,
+and across processes by LISTEN/NOTIFY on PostgreSQL), and its graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select
+
+from tests.integration.test_dialer_sandbox import FakeClock, events_of, initiate, setup
+from tests.support import RunningServer
+from voxflow.clock import SystemClock
+from voxflow.domain.dispatch import TrunkPace
+from voxflow.scheduling.dialer import Dialer, DialerSettings, LegPlan
+from voxflow.services.call_leases import Pacing
+from voxflow.services.call_records import CallRecords, DueCall
+from voxflow.store import tables as t
+from voxflow.store.db import Database
+from voxflow.telephony.sandbox import SandboxLeg, SandboxSettings
+
+# A dialer that would not look at the store again for an hour unless something wakes it.
+SLEEPY = DialerSettings(recheck_s=3600)
+# Generous: the call is placed within a second or so once the dialer is woken.
+PLACED_WITHIN_S = 60
+
+
+def quick(call: DueCall) -> LegPlan:
+    return LegPlan(SandboxLeg(SandboxSettings(answer_after_s=0)), hold_s=0)
+
+
+async def wait_status(server: RunningServer, call_id: str, status: str) -> None:
+    async def poll() -> None:
+        while (await asyncio.to_thread(events_of, server, call_id))[0] != status:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), PLACED_WITHIN_S)
+
+
+async def first_round(dialer: Dialer) -> None:
+    while dialer.last_round is None:
+        await asyncio.sleep(0.01)
+
+
+async def test_an_accepted_call_wakes_the_dialer_in_the_same_process(
+    server: RunningServer,
+) -> None:
+    api = setup(server)
+    dialer = Dialer(CallRecords(server.db, SystemClock()), quick, settings=SLEEPY)
+    runner = asyncio.create_task(dialer.run())
+    try:
+        await first_round(dialer)  # now asleep for an hour
+        call_id = await asyncio.to_thread(initiate, api, "441111")
+        await wait_status(server, call_id, "completed")
+    finally:
+        await dialer.stop()
+        await runner
+
+
+@pytest.mark.parametrize("backend", [pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def test_notify_wakes_a_dialer_in_another_process(server: RunningServer) -> None:
+    api = setup(server)
+    # The dialer's own connection pool, as in another process: the API's in-process
+    # announcement does not reach it, only NOTIFY does.
+    elsewhere = Database(server.db.url)
+    dialer = Dialer(
+        CallRecords(elsewhere, SystemClock()), quick, settings=SLEEPY, listen_url=elsewhere.url
+    )
+    runner = asyncio.create_task(dialer.run())
+    try:
+        await first_round(dialer)
+        await asyncio.sleep(0.5)  # LISTEN is issued by its own task; give it its moment
+        call_id = await asyncio.to_thread(initiate, api, "441111")
+        await wait_status(server, call_id, "completed")
+    finally:
+        await dialer.stop()
+        await runner
+        elsewhere.dispose()
+
+
+async def test_stop_releases_claims_still_waiting_for_their_slot(server: RunningServer) -> None:
+    api = setup(server)
+    with server.db.write() as conn:
+        conn.execute(t.accounts.update().values(sandbox=False))
+    first, second = initiate(api, "441111"), initiate(api, "442222")
+    pacing = Pacing(
+        trunks={"slow": TrunkPace(cps=0.01, max_calls=10)},  # one call per 100 s
+        default_trunk="slow",
+        horizon=timedelta(seconds=200),
+    )
+    dialer = Dialer(CallRecords(server.db, FakeClock()), quick, pacing=pacing)
+    assert await dialer.dial_due() == 2
+    await wait_status(server, first, "completed")
+    [(pk, waiting)] = list(dialer.waiting.items())  # the second waits ~100 s for its slot
+    await dialer.stop()
+    assert waiting.done()
+    status, events = events_of(server, second)
+    assert status == "queued" and [k for k, _ in events] == ["queued", "released"]
+    with server.db.read() as conn:
+        owner = conn.execute(select(t.calls.c.lease_owner).where(t.calls.c.id == pk)).scalar()
+    assert owner is None
+
+
+async def test_stop_hangs_up_calls_that_outlive_the_grace_and_says_so(
+    server: RunningServer,
+) -> None:
+    api = setup(server)
+    call_id = initiate(api, "441111")
+    legs: list[SandboxLeg] = []
+
+    def long(call: DueCall) -> LegPlan:
+        legs.append(SandboxLeg(SandboxSettings(answer_after_s=0)))
+        return LegPlan(legs[-1], hold_s=3600)
+
+    dialer = Dialer(
+        CallRecords(server.db, FakeClock()), long, settings=DialerSettings(shutdown_s=0.1)
+    )
+    await dialer.dial_due()
+    await wait_status(server, call_id, "answered")
+    await dialer.stop()
+    status, events = events_of(server, call_id)
+    assert status == "completed"
+    assert events[-1] == (
+        "completed",
+        {
+            "by": dialer.owner,
+            "hangup": "shutdown",
+            "reason": "hung up at shutdown: the call outlived shutdown_s (0.1 s)",
+        },
+    )
+    assert legs[0]._hung_up.is_set()
