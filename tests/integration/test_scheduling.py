@@ -97,6 +97,7 @@ def test_a_call_in_progress_whose_dialer_vanished_becomes_unknown_and_is_never_r
     assert round_.claims == [] and round_.reconciled == 1
     got = xml_of(api.get("Calling", "getCall", call_id=call_id)).find("call")
     assert got is not None and got.findtext("status") == "unknown"
+    assert "not dialled again" in (got.findtext("status_reason") or "")
     call = row(server, call_id)
     assert "a/1" in call.status_reason and "ringing" in call.status_reason  # type: ignore[attr-defined]
     assert call.lease_owner is None and call.ended_at is not None  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ __all__ = ["Dialer", "DialerSettings", "LegFactory", "LegPlan"]
 
 log = logging.getLogger("voxflow.dialer")
 
+RETRY_AFTER = timedelta(seconds=1)
 SHUTDOWN_REASON = "hung up at shutdown: the call outlived shutdown_s ({:g} s)"
 
 
@@ -115,7 +116,11 @@ class Dialer:
             self._helper(listen(self.listen_url, self._announced))
         try:
             while not self._stopping.is_set():
-                round_ = await self.dial_due_round()
+                try:
+                    round_ = await self.dial_due_round()
+                except Exception:  # the store is away for a moment: look again soon
+                    log.exception("claim round failed")
+                    round_ = ClaimRound([], 0, 0, self.clock.now() + RETRY_AFTER, False)
                 await self._sleep(round_)
         finally:
             unsubscribe()
