@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from tests.integration.test_dialer_sandbox import FakeClock, events_of, initiate, setup
-from tests.support import RunningServer, xml_of
+from tests.support import RunningServer, attach, make_link, wrap, xml_of
 from voxflow.domain.calls import CallStatus
 from voxflow.domain.dispatch import TrunkPace
 from voxflow.services.call_leases import CallLeases, ClaimRound, Pacing
@@ -284,3 +284,29 @@ def test_concurrent_claimers_never_take_the_same_call(server: RunningServer) -> 
     every = [c for owner in taken.values() for c in owner]
     assert len(every) == len(set(every)) == len(made)
     assert set(every) == made
+
+
+def test_a_backlog_on_a_full_trunk_does_not_hold_up_another_trunk(server: RunningServer) -> None:
+    api = setup(server)
+    make_link(api, "link456")
+    attach(api, "F", "link456")
+    with server.db.write() as conn:
+        conn.execute(t.accounts.update().values(sandbox=False))
+        conn.execute(t.links.update().where(t.links.c.link_id == "link456").values(trunk="b"))
+    # More calls on trunk a than one round looks at (room + 100), then one on trunk b.
+    on_a = [initiate(api, f"446{i:03d}") for i in range(105)]
+    body = wrap(
+        "<link_id>link456</link_id><call_variables><call_destination>447000</call_destination>"
+        "</call_variables>"
+    )
+    on_b = xml_of(api.post("Calling", "initiateCall", body)).findtext("call_id")
+    leases = CallLeases(server.db, FakeClock())
+    pacing = Pacing(
+        trunks={"a": TrunkPace(cps=1000, max_calls=1), "b": TrunkPace(cps=1000, max_calls=1)},
+        default_trunk="a",
+    )
+    assert ids(claim(leases, "d/1", pacing=pacing, room=1)) == [on_a[0]]
+    # Trunk a is full: its calls are not even looked at, and b's call goes.
+    assert ids(claim(leases, "d/1", pacing=pacing, room=1)) == [on_b]
+    again = claim(leases, "d/1", pacing=pacing, room=1)
+    assert again.claims == [] and again.waiting_for_capacity  # a's calls wait, in due order

@@ -105,14 +105,6 @@ def _events(
 
 
 _LEASE_FREE = or_(_c.lease_expires_at.is_(None), _c.lease_expires_at <= bindparam("now"))
-_CANDIDATES = (
-    select(_c.id, _c.due_at, _c.trunk, _c.account_id, _c.link_pk, t.accounts.c.sandbox)
-    .join(t.accounts, t.accounts.c.id == _c.account_id)
-    .where(_c.status.in_(_NOT_STARTED), _c.due_at <= bindparam("now"), _LEASE_FREE)
-    .order_by(_c.due_at, _c.id)
-    .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True, of=t.calls)
-)
 _ACTIVE = (
     select(_c.trunk, t.accounts.c.sandbox, _c.account_id, _c.link_pk, func.count().label("n"))
     .join(t.accounts, t.accounts.c.id == _c.account_id)
@@ -143,6 +135,44 @@ _LEASE_LOST = (
 )
 
 
+def _waiting(pacing: Pacing, blocked: Sequence[str], limit: int | None, *, only: str = "") -> Any:
+    """Due calls nobody holds, oldest first: without the calls of the ``blocked`` trunks, or
+    (``only``) those of one trunk; ``limit`` None: is there one at all."""
+    sandbox = t.accounts.c.sandbox
+    trunk = (
+        _c.trunk if pacing.default_trunk is None else func.coalesce(_c.trunk, pacing.default_trunk)
+    )
+    query = (
+        select(_c.id, _c.due_at, _c.trunk, _c.account_id, _c.link_pk, sandbox)
+        .join(t.accounts, t.accounts.c.id == _c.account_id)
+        .where(_c.status.in_(_NOT_STARTED), _c.due_at <= bindparam("now"), _LEASE_FREE)
+    )
+    if only:
+        return query.where(sandbox.is_(False), trunk == only).limit(1)
+    if blocked:
+        query = query.where(or_(sandbox.is_(True), trunk.is_(None), trunk.not_in(blocked)))
+    query = query.order_by(_c.due_at, _c.id)
+    if limit is None:
+        return query.limit(1)
+    return query.limit(limit).with_for_update(skip_locked=True, of=t.calls)
+
+
+def _save_pacing(
+    conn: Connection, trunks: Mapping[str, TrunkState], before: Mapping[str, datetime | None]
+) -> None:
+    for name, state in trunks.items():
+        if state.tat is None or state.tat == before[name]:
+            continue
+        if before[name] is None:
+            conn.execute(t.trunk_pacing.insert(), {"trunk": name, "next_slot_at": state.tat})
+        else:
+            conn.execute(
+                t.trunk_pacing.update()
+                .where(t.trunk_pacing.c.trunk == name)
+                .values(next_slot_at=state.tat)
+            )
+
+
 class CallLeases:
     def __init__(self, db: Database, clock: Clock) -> None:
         self.db = db
@@ -166,64 +196,38 @@ class CallLeases:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK})
             reconciled = self._reconcile(conn, now, _LEASE_LOST, {"now": now}, "lease expired")
             expired = self._expire(conn, now, max_lateness) if max_lateness is not None else 0
-            limit = max(room, 0) + 100
-            rows = conn.execute(_CANDIDATES, {"now": now, "limit": limit}).all()
-            plan = self._plan(conn, rows, now=now, room=room, pacing=pacing) if room > 0 else None
-            claims = self._take(conn, plan, owner, now, now + lease) if plan else []
+            plan, claims = Plan(), []
+            if room > 0:
+                plan = self._plan(conn, now=now, room=room, pacing=pacing)
+                claims = self._take(conn, plan, owner, now, now + lease)
+            elif conn.execute(_waiting(pacing, [], None), {"now": now}).first() is not None:
+                plan.waiting_for_capacity = True  # this dialer is full
             wake_at = self._next_due(conn, now)
-            if plan is not None and plan.paced_until is not None:
-                wake_at = min(wake_at or plan.paced_until, plan.paced_until)
-            if len(rows) == limit and plan is not None and len(plan.slots) == len(rows):
-                wake_at = now  # there may be more due calls than this round looked at
-        return ClaimRound(
-            claims,
-            expired,
-            reconciled,
-            wake_at,
-            waiting_for_capacity=(plan is None and bool(rows))
-            or (plan is not None and plan.waiting_for_capacity),
-        )
+        if plan.paced_until is not None:
+            wake_at = min(wake_at or plan.paced_until, plan.paced_until)
+        return ClaimRound(claims, expired, reconciled, wake_at, plan.waiting_for_capacity)
 
-    def _plan(
-        self, conn: Connection, rows: Sequence[Any], *, now: datetime, room: int, pacing: Pacing
-    ) -> Plan:
+    def _plan(self, conn: Connection, *, now: datetime, room: int, pacing: Pacing) -> Plan:
+        active = conn.execute(_ACTIVE, {"now": now}).all()
         trunks = {name: TrunkState(p.cps, p.max_calls) for name, p in pacing.trunks.items()}
-        accounts: dict[int, Allowance] = {}
-        links: dict[int, Allowance] = {}
-        if rows:
-            account_ids = sorted({r.account_id for r in rows})
-            own = conn.execute(
-                select(
-                    t.account_limits.c.account_id,
-                    t.account_limits.c.max_concurrent_account,
-                    t.account_limits.c.max_concurrent_link,
-                ).where(t.account_limits.c.account_id.in_(account_ids))
-            ).all()
-            by_account = {r.account_id: r for r in own}
-            for r in rows:
-                limits = by_account.get(r.account_id)
-                account_max = limits.max_concurrent_account if limits else None
-                link_max = limits.max_concurrent_link if limits else None
-                accounts[r.account_id] = Allowance(
-                    pacing.account_max_calls if account_max is None else account_max
-                )
-                if r.link_pk is not None:
-                    links[r.link_pk] = Allowance(
-                        pacing.link_max_calls if link_max is None else link_max
-                    )
-        for a in conn.execute(_ACTIVE, {"now": now}):
+        for a in active:
             name = pacing.trunk_of(a.trunk, bool(a.sandbox))
             if name in trunks:
                 trunks[name].busy += a.n
-            if a.account_id in accounts:
-                accounts[a.account_id].busy += a.n
-            if a.link_pk in links:
-                links[a.link_pk].busy += a.n
-        for p in conn.execute(
-            select(t.trunk_pacing).where(t.trunk_pacing.c.trunk.in_(list(trunks)))
-        ):
+        for p in conn.execute(select(t.trunk_pacing).where(t.trunk_pacing.c.trunk.in_(trunks))):
             trunks[p.trunk].tat = p.next_slot_at
         before = {name: s.tat for name, s in trunks.items()}
+        # Calls of a trunk that is full or paced beyond the horizon are not even looked at, so
+        # that a backlog on one trunk does not hold up the calls of another.
+        full = sorted(n for n, s in trunks.items() if s.busy >= s.max_calls)
+        paced = {
+            n: s.tat
+            for n, s in trunks.items()
+            if s.tat is not None and s.tat > now + pacing.horizon
+        }
+        blocked = sorted({*full, *paced})
+        rows = conn.execute(_waiting(pacing, blocked, room + 100), {"now": now}).all()
+        accounts, links = self._allowances(conn, rows, active, pacing)
         candidates = [
             Candidate(
                 r.id, r.due_at, pacing.trunk_of(r.trunk, bool(r.sandbox)), r.account_id, r.link_pk
@@ -239,19 +243,54 @@ class CallLeases:
             accounts=accounts,
             links=links,
         )
-        for name, state in trunks.items():
-            if state.tat is None or state.tat == before[name]:
+        for name in blocked:  # is any call held up behind that trunk?
+            if conn.execute(_waiting(pacing, [], None, only=name), {"now": now}).first() is None:
                 continue
-            values = {"trunk": name, "next_slot_at": state.tat}
-            if before[name] is None:
-                conn.execute(t.trunk_pacing.insert(), values)
+            tat = paced.get(name)
+            if tat is None:
+                plan.waiting_for_capacity = True
             else:
-                conn.execute(
-                    t.trunk_pacing.update()
-                    .where(t.trunk_pacing.c.trunk == name)
-                    .values(next_slot_at=state.tat)
-                )
+                ready = tat - pacing.horizon
+                plan.paced_until = min(plan.paced_until or ready, ready)
+        _save_pacing(conn, trunks, before)
         return plan
+
+    def _allowances(
+        self, conn: Connection, rows: Sequence[Any], active: Sequence[Any], pacing: Pacing
+    ) -> tuple[dict[int, Allowance], dict[int, Allowance]]:
+        """The concurrency allowances of the candidates' accounts and links: each account's own
+        limits from ``account_limits`` (NULL: the configured default), and what is in use."""
+        accounts: dict[int, Allowance] = {}
+        links: dict[int, Allowance] = {}
+        if not rows:
+            return accounts, links
+        own = {
+            r.account_id: r
+            for r in conn.execute(
+                select(
+                    t.account_limits.c.account_id,
+                    t.account_limits.c.max_concurrent_account,
+                    t.account_limits.c.max_concurrent_link,
+                ).where(t.account_limits.c.account_id.in_({r.account_id for r in rows}))
+            )
+        }
+        for r in rows:
+            limits = own.get(r.account_id)
+            account_max = limits.max_concurrent_account if limits else None
+            link_max = limits.max_concurrent_link if limits else None
+            accounts[r.account_id] = Allowance(
+                pacing.account_max_calls if account_max is None else account_max
+            )
+            if r.link_pk is not None:
+                links[r.link_pk] = Allowance(
+                    pacing.link_max_calls if link_max is None else link_max
+                )
+        for a in active:
+            if a.account_id in accounts:
+                accounts[a.account_id].busy += a.n
+            if a.link_pk in links:
+                links[a.link_pk].busy += a.n
+        return accounts, links
 
     def _take(
         self, conn: Connection, plan: Plan, owner: str, now: datetime, until: datetime
