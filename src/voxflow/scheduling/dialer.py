@@ -92,6 +92,8 @@ class Dialer:
         self._wake = asyncio.Event()
         self._wake_at: datetime | None = None
         self._left_waiting = asyncio.Event()
+        self._running = False  # run() is claiming
+        self._loop_done = asyncio.Event()
         self._helpers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -100,21 +102,22 @@ class Dialer:
     async def run(self) -> None:
         """Claim and place due calls until :meth:`stop`."""
         self._loop = asyncio.get_running_loop()
-        released, reconciled = await asyncio.to_thread(self.leases.recover, self.owner)
-        log.info(
-            "dialer %s started; from its earlier run: %d claims released, %d calls unknown",
-            self.owner,
-            released,
-            reconciled,
-        )
+        self._running = True
         unsubscribe = due_signal.subscribe(self.records.db, self._announced)
-        self._helper(self._renew_leases())
-        self._helper(self._watch_cancels())
-        if self.listen_url is not None:
-            from voxflow.scheduling.pg_wakeup import listen
-
-            self._helper(listen(self.listen_url, self._announced))
         try:
+            released, reconciled = await asyncio.to_thread(self.leases.recover, self.owner)
+            log.info(
+                "dialer %s started; from its earlier run: %d claims released, %d calls unknown",
+                self.owner,
+                released,
+                reconciled,
+            )
+            self._helper(self._renew_leases())
+            self._helper(self._watch_cancels())
+            if self.listen_url is not None:
+                from voxflow.scheduling.pg_wakeup import listen
+
+                self._helper(listen(self.listen_url, self._announced))
             while not self._stopping.is_set():
                 try:
                     round_ = await self.dial_due_round()
@@ -124,6 +127,8 @@ class Dialer:
                 await self._sleep(round_)
         finally:
             unsubscribe()
+            self._running = False
+            self._loop_done.set()
 
     def _helper(self, coro: Coroutine[Any, Any, None]) -> None:
         self._helpers.append(asyncio.get_running_loop().create_task(coro))
@@ -205,9 +210,13 @@ class Dialer:
         if self._stopping.is_set():
             self._unstarted.add(pk)
             return
-        started = await asyncio.to_thread(
-            self.leases.start_dialing, claim, self.owner, self.settings.lease
-        )
+        try:
+            started = await asyncio.to_thread(
+                self.leases.start_dialing, claim, self.owner, self.settings.lease
+            )
+        except Exception:  # not dialled; the lease runs out and the call is claimed again
+            log.exception("cannot move call %s to dialing", claim.call.call_id)
+            return
         if not started:
             log.info("call %s was cancelled or taken over before dialing", claim.call.call_id)
             return
@@ -279,6 +288,8 @@ class Dialer:
         grace = self.settings.shutdown_s if grace_s is None else grace_s
         self._stopping.set()
         self._wake.set()
+        if self._running:  # a round may be claiming right now: let it end first
+            await self._loop_done.wait()
         while self.waiting:  # each sees the stop, or is already moving to dialing
             self._left_waiting.clear()
             await self._left_waiting.wait()
