@@ -4,7 +4,8 @@ and across processes by LISTEN/NOTIFY on PostgreSQL), and its graceful stop."""
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+import itertools
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -130,3 +131,37 @@ async def test_stop_hangs_up_calls_that_outlive_the_grace_and_says_so(
         },
     )
     assert legs[0]._hung_up.is_set()
+
+
+async def test_catch_up_dials_oldest_first_at_the_trunks_pace(server: RunningServer) -> None:
+    api = setup(server)
+    with server.db.write() as conn:
+        conn.execute(t.accounts.update().values(sandbox=False))
+    clock = FakeClock()
+    made = [initiate(api, f"4480{i}", delay=1) for i in range(5)]
+    # They fell due while the dialer was away, in this order: 4, 2, 0, 3, 1.
+    for call_id, ago in zip(made, (30, 10, 40, 20, 50), strict=True):
+        with server.db.write() as conn:
+            conn.execute(
+                t.calls.update()
+                .where(t.calls.c.call_id == call_id)
+                .values(due_at=clock.at - timedelta(seconds=ago))
+            )
+    pacing = Pacing(trunks={"t": TrunkPace(cps=20, max_calls=10)}, default_trunk="t")
+    dialer = Dialer(CallRecords(server.db, clock), quick, pacing=pacing)
+    while await dialer.dial_due():  # each round claims what is within the 1 s horizon
+        pass
+    await asyncio.gather(*dialer.active)
+    dialing = {}
+    for call_id in made:
+        status, events = events_of(server, call_id)
+        assert status == "completed"
+        [detail] = [d for kind, d in events if kind == "dialing"]
+        dialing[call_id] = detail
+    order = sorted(made, key=lambda c: datetime.fromisoformat(str(dialing[c]["slot"])))
+    assert order == [made[4], made[2], made[0], made[3], made[1]]
+    slots = [datetime.fromisoformat(str(dialing[c]["slot"])) for c in order]
+    assert [b - a for a, b in itertools.pairwise(slots)] == [timedelta(milliseconds=50)] * 4
+    assert slots[0] == clock.at
+    # The wait from due to dialing is on the record: at least the time it fell due before.
+    assert dialing[made[4]]["queue_wait_ms"] >= 50_000

@@ -394,7 +394,7 @@ class CallLeases:
                 detail = {
                     "by": owner,
                     "queue_wait_ms": wait_ms,
-                    "slot": claim.slot.isoformat(sep=" ", timespec="milliseconds"),
+                    "slot": claim.slot.isoformat(sep=" "),
                 }
                 _events(conn, {call.pk: detail}, CallStatus.DIALING.value, now)
         return bool(changed)
