@@ -165,3 +165,39 @@ async def test_catch_up_dials_oldest_first_at_the_trunks_pace(server: RunningSer
     assert slots[0] == clock.at
     # The wait from due to dialing is on the record: at least the time it fell due before.
     assert dialing[made[4]]["queue_wait_ms"] >= 50_000
+
+
+async def test_two_dialers_on_one_store_place_every_call_exactly_once(
+    server: RunningServer,
+) -> None:
+    api = setup(server)
+    made = [initiate(api, f"449{i:03d}") for i in range(40)]
+    placed: list[str] = []
+
+    def counting(call: DueCall) -> LegPlan:
+        placed.append(call.call_id)
+        return quick(call)
+
+    # Each with its own connection pool, as two processes would have.
+    pools = [Database(server.db.url) for _ in range(2)]
+    dialers = [
+        Dialer(CallRecords(db, SystemClock()), counting, settings=DialerSettings(max_calls=7))
+        for db in pools
+    ]
+    runners = [asyncio.create_task(d.run()) for d in dialers]
+    try:
+        for call_id in made:
+            await wait_status(server, call_id, "completed")
+    finally:
+        for dialer, runner in zip(dialers, runners, strict=True):
+            await dialer.stop()
+            await runner
+        for db in pools:
+            db.dispose()
+    assert sorted(placed) == sorted(made)
+    owners = set()
+    for call_id in made:
+        dialing = [d for kind, d in events_of(server, call_id)[1] if kind == "dialing"]
+        assert len(dialing) == 1
+        owners.add(str(dialing[0]["by"]))
+    assert owners <= {d.owner for d in dialers}
