@@ -129,7 +129,8 @@ _TOO_LATE = (
 )
 _LEASE_LOST = (
     select(_c.id, _c.status, _c.lease_owner)
-    .where(_c.status.in_(_IN_PROGRESS), _c.lease_expires_at <= bindparam("now"))
+    # No expiry at all: a call a dialer of an earlier voxflow version left in progress.
+    .where(_c.status.in_(_IN_PROGRESS), _LEASE_FREE)
     .limit(EXPIRE_BATCH)
     .with_for_update(skip_locked=True)
 )
