@@ -15,7 +15,7 @@ from tests.support import RunningServer
 from voxflow.clock import SystemClock
 from voxflow.domain.dispatch import TrunkPace
 from voxflow.scheduling.dialer import Dialer, DialerSettings, LegPlan
-from voxflow.services.call_leases import Pacing
+from voxflow.services.call_leases import CallLeases, Pacing
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.store import tables as t
 from voxflow.store.db import Database
@@ -201,3 +201,37 @@ async def test_two_dialers_on_one_store_place_every_call_exactly_once(
         assert len(dialing) == 1
         owners.add(str(dialing[0]["by"]))
     assert owners <= {d.owner for d in dialers}
+
+
+async def test_renewed_leases_keep_a_long_call_from_being_reconciled(
+    server: RunningServer,
+) -> None:
+    api = setup(server)
+    call_id = initiate(api, "441111")
+    clock = FakeClock()
+
+    def long(call: DueCall) -> LegPlan:
+        return LegPlan(SandboxLeg(SandboxSettings(answer_after_s=0)), hold_s=3600)
+
+    dialer = Dialer(CallRecords(server.db, clock), long)  # lease_s 30
+    other = CallLeases(server.db, clock)
+
+    def other_round() -> int:
+        return other.claim(
+            "other/1",
+            room=10,
+            lease=timedelta(seconds=30),
+            pacing=Pacing({}, None),
+            max_lateness=None,
+        ).reconciled
+
+    await dialer.dial_due()
+    await wait_status(server, call_id, "answered")
+    for _ in range(3):  # 75 s of call, renewed every 25 s
+        clock.at += timedelta(seconds=25)
+        assert await dialer.renew() == 1
+        assert other_round() == 0
+    clock.at += timedelta(seconds=31)  # this dialer stopped renewing (as if it died)
+    assert other_round() == 1
+    assert events_of(server, call_id)[0] == "unknown"
+    await dialer.stop(grace_s=0)

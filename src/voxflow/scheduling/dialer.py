@@ -251,12 +251,17 @@ class Dialer:
         every = self.settings.lease_s / 3
         while True:
             await asyncio.sleep(every)
-            pks = [*self.waiting, *self.calls]
-            if pks:
-                try:
-                    await asyncio.to_thread(self.leases.renew, self.owner, pks, self.settings.lease)
-                except Exception:  # the store is away for a moment: try again next time
-                    log.exception("cannot renew leases")
+            try:
+                await self.renew()
+            except Exception:  # the store is away for a moment: try again next time
+                log.exception("cannot renew leases")
+
+    async def renew(self) -> int:
+        """Renew the leases of every call this dialer holds; returns how many it still holds."""
+        pks = [*self.waiting, *self.calls]
+        if not pks:
+            return 0
+        return await asyncio.to_thread(self.leases.renew, self.owner, pks, self.settings.lease)
 
     async def _watch_cancels(self) -> None:
         while True:
