@@ -6,7 +6,7 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from voxflow import __version__, account_cli, calls_cli, logs
 from voxflow.clock import SystemClock
@@ -37,6 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, help="port to listen on (default 8080)")
     serve.add_argument("--no-dialer", action="store_true", help="run the API alone")
+
+    dialer = sub.add_parser("dialer", help="run a dialer alone (no API)")
+    _common(dialer)
+    dialer.add_argument("--sip-host", help="SIP address of this dialer (default [sip] host)")
+    dialer.add_argument(
+        "--sip-port", type=_port, help="SIP port of this dialer (default [sip] port)"
+    )
+    dialer.add_argument("--name", help="stable, unique name of this dialer (default [dialer] name)")
 
     phone = sub.add_parser("softphone", help="answer SIP calls and log the keypresses heard")
     _common(phone)
@@ -75,6 +83,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else settings.port
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    finally:
+        db.dispose()
+    return 0
+
+
+def _dialer(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from voxflow.app import open_database, run_dialer
+
+    tel = settings.telephony
+    tel.sip_host = args.sip_host or tel.sip_host
+    tel.sip_port = args.sip_port if args.sip_port is not None else tel.sip_port
+    if args.name is not None:
+        if not args.name or len(args.name) > 50 or "/" in args.name:
+            raise ConfigError("--name must be 1-50 characters without '/'")
+        tel.dialer_name = args.name
+    db = open_database(settings)
+    try:
+        asyncio.run(run_dialer(db, settings))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {tel.sip_host}:{tel.sip_port}: {exc.strerror}"
+        ) from None
     finally:
         db.dispose()
     return 0
@@ -154,6 +186,23 @@ def _softphone(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def _command(args: argparse.Namespace) -> Command:
+    if args.command == "account":
+        return _account_create if args.account_command == "create" else _account_settings
+    commands: dict[str, Command] = {
+        "serve": _serve,
+        "db": _db_upgrade,
+        "dialer": _dialer,
+        "softphone": _softphone,
+        "calls": _calls,
+        "links": _account_settings,
+    }
+    return commands[args.command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
@@ -161,17 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = load(args.config, args.db)
-        if args.command == "serve":
-            return _serve(settings, args)
-        if args.command == "db":
-            return _db_upgrade(settings, args)
-        if args.command == "softphone":
-            return _softphone(settings, args)
-        if args.command == "calls":
-            return _calls(settings, args)
-        if args.command == "links" or args.account_command != "create":
-            return _account_settings(settings, args)
-        return _account_create(settings, args)
+        return _command(args)(settings, args)
     except (
         ConfigError,
         DatabaseError,

@@ -18,6 +18,10 @@ The TOML file (``--config FILE`` or ``VOXFLOW_CONFIG``) may hold::
     port = 5070
     [dialer]
     max_calls = 500
+    name = "dialer-1"   # stable and unique per dialer; default host:sip-host:sip-port
+    lease_s = 30
+    max_lateness_s = 3600
+    shutdown_s = 30
     [limits]            # defaults for every account (voxflow account limits overrides); 0 = none
     per_destination_15m = 7
     per_destination_1h = 9
@@ -74,7 +78,15 @@ class TelephonySettings:
     sandbox_hold_s: float = 5.0
     softphone_port: int = 5070  # the built-in softphone, used when no trunk is configured
     max_calls: int = 500  # concurrent calls of this dialer
-    poll_s: float = 0.2
+    poll_s: float = 0.2  # how often calls in progress are checked for cancel requests
+    dialer_name: str = ""  # stable name of this dialer; "" for host:sip-address:port
+    lease_s: float = 30.0
+    recheck_s: float = 5.0
+    max_lateness_s: float = 3600.0  # 0: never expire
+    shutdown_s: float = 30.0
+    # [limits] defaults for accounts without their own (account_limits); 0 is unlimited.
+    max_concurrent_account: int = 0
+    max_concurrent_link: int = 0
 
 
 @dataclass
@@ -160,6 +172,7 @@ def _number(
 def _telephony(raw: dict[str, Any]) -> TelephonySettings:
     sip, sandbox = _section(raw, "sip"), _section(raw, "sandbox")
     softphone, dialer = _section(raw, "softphone"), _section(raw, "dialer")
+    limits = _section(raw, "limits")
     return TelephonySettings(
         sip_host=str(sip.get("host", "127.0.0.1")),
         sip_port=int(_number("sip", sip, "port", 5080, (0, 65535))),
@@ -168,6 +181,17 @@ def _telephony(raw: dict[str, Any]) -> TelephonySettings:
         softphone_port=int(_number("softphone", softphone, "port", 5070, (0, 65535))),
         max_calls=int(_number("dialer", dialer, "max_calls", 500, (1, 100_000))),
         poll_s=_number("dialer", dialer, "poll_s", 0.2, (0.01, 60)),
+        dialer_name=_dialer_name(dialer),
+        lease_s=_number("dialer", dialer, "lease_s", 30, (3, 3600)),
+        recheck_s=_number("dialer", dialer, "recheck_s", 5, (0.05, 30)),
+        max_lateness_s=_number("dialer", dialer, "max_lateness_s", 3600, (0, 30 * 86400)),
+        shutdown_s=_number("dialer", dialer, "shutdown_s", 30, (0, 86400)),
+        max_concurrent_account=int(
+            _number("limits", limits, "max_concurrent_account", 0, (0, 1_000_000))
+        ),
+        max_concurrent_link=int(
+            _number("limits", limits, "max_concurrent_link", 0, (0, 1_000_000))
+        ),
     )
 
 
@@ -200,3 +224,10 @@ def _callbacks(raw: dict[str, Any]) -> CallbackSettings:
         concurrency=int(_number("callbacks", section, "concurrency", d.concurrency, (1, 1000))),
         poll_s=_number("callbacks", section, "poll_s", d.poll_s, (0.01, 60)),
     )
+
+
+def _dialer_name(dialer: dict[str, Any]) -> str:
+    name = dialer.get("name", "")
+    if not isinstance(name, str) or len(name) > 50 or "/" in name:
+        raise ConfigError("[dialer] name must be text of at most 50 characters without '/'")
+    return name

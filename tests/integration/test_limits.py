@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
+from tests.integration.test_dialer_sandbox import claim_and_dial
 from tests.support import (
     ApiClient,
     RunningServer,
@@ -203,7 +204,7 @@ def test_configured_defaults_and_account_overrides(database: Database, clock: Mo
 
 def _answer_one(db: Database, clock: MovableClock) -> int:
     records = CallRecords(db, clock)
-    (call,) = records.claim_due("dialer-test", 1)
+    (call, *_) = claim_and_dial(records)
     assert records.move(call.pk, CallStatus.ANSWERED, sip_code=200, sip_reason="OK")
     return call.pk
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from voxflow.api import xmlcodec
 from voxflow.api.routing import Request, Result, route
 from voxflow.clock import wire_time
-from voxflow.services import idempotency, limits
+from voxflow.services import due_signal, idempotency, limits
 from voxflow.services.calls import prepare_call, store_call
 from voxflow.services.idempotency import StoredAnswer
 
@@ -55,6 +55,7 @@ def _accept(req: Request, key: str | None, digest: str) -> StoredAnswer:
             )
         limits.admit(conn, call.row, req.limits)
         store_call(conn, call)
+    due_signal.announce(req.db, call.due_at, due_now=call.delay_minutes == 0)
     return answer
 
 

@@ -13,7 +13,7 @@ least once: a sender that dies mid-POST leaves a lease that expires, and the row
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -110,25 +110,22 @@ def enqueue(
     detail: Mapping[str, Any] | None = None,
 ) -> None:
     """Queue the callback of one call's move to ``status`` (if the call has a callback URL)."""
-    enqueue_many(conn, (call_pk,), status, now, detail)
+    enqueue_many(conn, {call_pk: detail or {}}, status, now)
 
 
 def enqueue_many(
-    conn: Connection,
-    call_pks: Iterable[int],
-    status: str,
-    now: datetime,
-    detail: Mapping[str, Any] | None = None,
+    conn: Connection, details: Mapping[int, Mapping[str, Any]], status: str, now: datetime
 ) -> None:
-    """Queue the callbacks of several calls that moved to ``status`` together."""
-    pks = list(call_pks)
-    if not pks:
+    """Queue the callbacks of several calls that moved to ``status`` together; ``details``
+    maps each call's pk to its status event's detail. A kind of event that is not a status
+    (``released``, ``keypress``) is not reported."""
+    if not details or status not in _STATUSES:
         return
     rows = []
-    for target in conn.execute(_TARGETS, {"pks": pks}):
+    for target in conn.execute(_TARGETS, {"pks": list(details)}):
         kinds = list(conn.execute(_STATUS_EVENTS, {"pk": target.id}).scalars())
         previous = kinds[1] if len(kinds) > 1 and kinds[0] == status else None
-        payload = _payload(target, status, previous, now, dict(detail or {}))
+        payload = _payload(target, status, previous, now, dict(details[target.id]))
         rows.append(
             {
                 "call_pk": target.id,
@@ -148,7 +145,7 @@ def _payload(
 ) -> dict[str, Any]:
     sip_code = detail.pop("sip_code", None)
     sip_reason = detail.pop("sip_reason", None)
-    result = CALL_RESULTS.get(CallStatus(status)) if status in _STATUSES else None
+    result = CALL_RESULTS.get(CallStatus(status))
     return {
         "call_id": target.call_id,
         "status": status,
