@@ -43,6 +43,7 @@ from voxflow.config import CallbackSettings
 from voxflow.domain.calls import CallStatus
 from voxflow.scheduling.callbacks import CallbackSender
 from voxflow.scheduling.dialer import Dialer, LegPlan
+from voxflow.services.call_leases import CallLeases, ClaimRound, Pacing
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.store import tables as t
 from voxflow.store.db import Database
@@ -496,3 +497,40 @@ def test_voxflow_serve_sends_the_callbacks_and_applies_configured_limits(
         "completed",
     ], log_path.read_text()
     assert {b["call_id"] for b in receiver.bodies()} == {call_id}
+
+
+async def test_expired_and_unknown_calls_are_reported_with_their_reason(
+    sandy: ApiClient, clocked: RunningServer, clock: MovableClock, receiver: Receiver
+) -> None:
+    voxflow(clocked.db, "account", "callback", "sandy", receiver.url)
+    late = await asyncio.to_thread(initiate, sandy, "441111", "link1", 1)
+    lost = await asyncio.to_thread(initiate, sandy, "442222", "link2", 0)
+    leases = CallLeases(clocked.db, clock)
+    lease = timedelta(seconds=30)
+
+    def claim(owner: str) -> ClaimRound:
+        return leases.claim(
+            owner,
+            room=10,
+            lease=lease,
+            pacing=Pacing(trunks={}, default_trunk=None),
+            max_lateness=timedelta(seconds=30),
+        )
+
+    [taken] = claim("a/1").claims  # the due one; the other is due in a minute
+    assert taken.call.call_id == lost and leases.start_dialing(taken, "a/1", lease)
+    clock.advance(minutes=2)  # a/1 vanished; the delayed call is now too late
+    round_ = claim("b/1")
+    assert (round_.expired, round_.reconciled) == (1, 1)
+    sender = CallbackSender(clocked.db, clock)
+    await drain(sender)
+    await sender.stop()
+    by_call: dict[str, list[dict[str, Any]]] = {}
+    for body in receiver.bodies():
+        by_call.setdefault(body["call_id"], []).append(body)
+    assert [b["status"] for b in by_call[late]] == ["scheduled", "expired"]
+    assert "max_lateness_s" in by_call[late][-1]["reason"]
+    assert by_call[late][-1]["previous_status"] == "scheduled"
+    assert [b["status"] for b in by_call[lost]] == ["queued", "dialing", "unknown"]
+    assert "not dialled again" in by_call[lost][-1]["reason"]
+    assert by_call[lost][-1]["detail"]["was"] == "dialing"
