@@ -84,9 +84,6 @@ class TelephonySettings:
     recheck_s: float = 5.0
     max_lateness_s: float = 3600.0  # 0: never expire
     shutdown_s: float = 30.0
-    # [limits] defaults for accounts without their own (account_limits); 0 is unlimited.
-    max_concurrent_account: int = 0
-    max_concurrent_link: int = 0
 
 
 @dataclass
@@ -172,7 +169,6 @@ def _number(
 def _telephony(raw: dict[str, Any]) -> TelephonySettings:
     sip, sandbox = _section(raw, "sip"), _section(raw, "sandbox")
     softphone, dialer = _section(raw, "softphone"), _section(raw, "dialer")
-    limits = _section(raw, "limits")
     return TelephonySettings(
         sip_host=str(sip.get("host", "127.0.0.1")),
         sip_port=int(_number("sip", sip, "port", 5080, (0, 65535))),
@@ -186,12 +182,6 @@ def _telephony(raw: dict[str, Any]) -> TelephonySettings:
         recheck_s=_number("dialer", dialer, "recheck_s", 5, (0.05, 30)),
         max_lateness_s=_number("dialer", dialer, "max_lateness_s", 3600, (0, 30 * 86400)),
         shutdown_s=_number("dialer", dialer, "shutdown_s", 30, (0, 86400)),
-        max_concurrent_account=int(
-            _number("limits", limits, "max_concurrent_account", 0, (0, 1_000_000))
-        ),
-        max_concurrent_link=int(
-            _number("limits", limits, "max_concurrent_link", 0, (0, 1_000_000))
-        ),
     )
 
 

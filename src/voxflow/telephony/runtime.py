@@ -70,8 +70,8 @@ class Telephony:
         pacing = Pacing(
             trunks={t.name: TrunkPace(t.cps, t.max_calls) for t in self.trunks},
             default_trunk=self.trunks[0].name if self.trunks else None,
-            account_max_calls=tel.max_concurrent_account,
-            link_max_calls=tel.max_concurrent_link,
+            account_max_calls=self.settings.limits.max_concurrent_account,
+            link_max_calls=self.settings.limits.max_concurrent_link,
             horizon=timedelta(seconds=min(1.0, tel.lease_s / 4)),
         )
         # The SIP address is this dialer's own (no two live dialers can bind it), so it makes
