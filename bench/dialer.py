@@ -79,6 +79,7 @@ from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.sip.useragent import UserAgent
 from voxflow.store import tables as t
 from voxflow.store.db import Database
+from voxflow.telephony.heap import settle_after_start
 from voxflow.telephony.leg import DialResult, KeypressSent
 from voxflow.telephony.sip_leg import SipLeg
 from voxflow.trunks import Trunk
@@ -587,7 +588,7 @@ class Trace:
     """One call as the bench saw it through its leg (loop times)."""
 
     due: float
-    leg: SipLeg
+    leg: SipLeg | None  # None once the call is over, in calls/s phases (see Rig.keep_legs)
     answered_at: float | None = None
     hangup_at: float | None = None
     keys: list[KeyTrace] = field(default_factory=list)
@@ -604,6 +605,8 @@ class BenchLeg:
         self.trace.answered_at = result.answered_at
         if result.status is CallStatus.ANSWERED:
             self.rig.answered(self.trace)
+        elif not self.rig.keep_legs:
+            self.trace.leg = None
         return result
 
     async def send_keypress(self, key: str, at: float, tone_ms: int) -> KeypressSent:
@@ -617,6 +620,8 @@ class BenchLeg:
     async def hangup(self) -> None:
         self.rig.hung_up(self.trace)
         await self.leg.hangup()
+        if not self.rig.keep_legs:
+            self.trace.leg = None
 
 
 @dataclass
@@ -764,6 +769,9 @@ class Rig:
         self.idle = 0.0
         self.rss_start = 0.0
         self.watch_sip = False  # read /proc/net/udp at each sample (not while timing keys)
+        # Hold phases read each leg's RTP counters at the end; calls/s phases drop a leg when
+        # its call is over, as the product does (only the trace's times stay).
+        self.keep_legs = True
         self.lags: list[tuple[float, float]] = []
         self._anchor = (datetime.min, 0.0)
         self._tasks: list[asyncio.Task[None]] = []
@@ -784,6 +792,7 @@ class Rig:
         self.media.subscribe(self.probe)
         self.media.subscribe(self.probe.end)
         self._tasks.append(asyncio.get_running_loop().create_task(self._lag_probe()))
+        settle_after_start()  # as Telephony.start does
 
     async def close(self) -> None:
         gc.callbacks.remove(self._gc)
@@ -841,7 +850,7 @@ class Rig:
     def _sample(self) -> Sample:
         sent = received = 0
         for trace in self.up:
-            session = trace.leg.session
+            session = trace.leg.session if trace.leg is not None else None
             if session is not None:
                 sent += session.stats.packets_sent
                 received += session.stats.packets_received
@@ -877,6 +886,7 @@ class Rig:
         """Queue ``dials`` due at ``rate`` per second, let a Dialer place them all, and watch."""
         loop = asyncio.get_running_loop()
         self.watch_sip = watch_sip
+        self.keep_legs = not watch_sip
         gc.collect()
         self.traces, self.up, self.live, self.hold_s = [], set(), 0, hold_s
         now_dt, now_loop = self.store.clock.now(), loop.time()
@@ -950,9 +960,9 @@ class Rig:
             await asyncio.gather(*list(dialer.active), return_exceptions=True)
         await runner
         for trace in self.traces:  # a cancelled call may leave its dialog and RTP socket open
-            if trace.leg.dialog is not None:
+            if trace.leg is not None and trace.leg.dialog is not None:
                 self.ua.remove_dialog(trace.leg.dialog)
-            if trace.leg.session is not None:
+            if trace.leg is not None and trace.leg.session is not None:
                 trace.leg.session.close()
 
 
@@ -1152,7 +1162,8 @@ def _rtp(phase: Phase, up: float, down: float) -> tuple[float, float, int, float
     for trace in phase.traces:
         if trace.answered_at is None:
             continue
-        stats = trace.leg.session.stats if trace.leg.session else None
+        session = trace.leg.session if trace.leg is not None else None
+        stats = session.stats if session is not None else None
         if stats is None or stats.packets_received == 0:
             no_back += 1
             continue
@@ -1166,7 +1177,7 @@ def _wire(
     """Match captured keypress starts to calls by RTP source port and key."""
     planned: dict[tuple[int, str], KeyTrace] = {}
     for trace in phase.traces:
-        if trace.leg.session is not None:
+        if trace.leg is not None and trace.leg.session is not None:
             port = trace.leg.session.local_address[1]
             for sent in trace.keys:
                 planned[(port, sent.key)] = sent
