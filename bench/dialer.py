@@ -133,6 +133,12 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_wait_s() -> float:
+    """Seconds this process's main thread (the event loop) has waited, runnable, for a CPU
+    (/proc/self/schedstat): time that other processes on core 0 took from it."""
+    return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+
+
 def rss_mb(pid: int | None = None) -> float:
     statm = Path(f"/proc/{pid or 'self'}/statm").read_text().split()
     return int(statm[1]) * PAGE / 2**20
@@ -639,6 +645,7 @@ class Sample:
     received: int
     transactions: int  # SIP transactions the user agent keeps
     sip_drops: int  # datagrams dropped by voxflow's SIP socket (calls/s phases only)
+    cpu_wait: float  # seconds the event-loop thread waited for the CPU so far (cpu_wait_s)
 
 
 def _wake(future: asyncio.Future[None]) -> None:
@@ -730,6 +737,15 @@ class Phase:
         return (
             f"GC {len(pauses)} collections ({len(full)} full), {sum(pauses) * 1000:.0f} ms in all,"
             f" longest {max(pauses, default=0) * 1000:.1f} ms"
+        )
+
+    def wait_text(self) -> str:
+        """How much of the phase the event loop was runnable but another process had core 0."""
+        first, last = self.samples[0], self.samples[-1]
+        waited = last.cpu_wait - first.cpu_wait
+        return (
+            f"event loop waited for the core {waited:.2f} s of {last.at - first.at:.1f} s"
+            " (other processes)"
         )
 
     def setup_text(self) -> str:
@@ -868,6 +884,7 @@ class Rig:
             received,
             len(self.ua.layer.clients) + len(self.ua.layer.servers),
             socket_drops({"sip": self.ua.port})["sip"] if self.watch_sip else 0,
+            cpu_wait_s(),
         )
 
     def _counters(self) -> Counters:
@@ -1046,7 +1063,7 @@ def print_cps(step: CpsStep) -> None:
     )
     print(
         f"        UAS: {c.uas.calls} calls, {c.uas.failed} failed, {c.uas.retrans} retransmissions;"
-        f" {c.drop_text()}; {p.gc_text()}",
+        f" {c.drop_text()}; {p.gc_text()}; {p.wait_text()}",
         flush=True,
     )
     if p.problems():
@@ -1103,12 +1120,17 @@ def print_buckets(phase: Phase, bucket_s: float = 10.0) -> None:
         window = [x for x in phase.samples if lo <= x.at < hi]
         gcs = [d for at, _, d in phase.gc_pauses if lo <= at < hi]
         drops = window[-1].sip_drops - window[0].sip_drops if len(window) > 1 else 0
+        cpu = wait = math.nan
+        if len(window) > 1:
+            span = window[-1].at - window[0].at
+            cpu = (window[-1].cpu - window[0].cpu) / span
+            wait = (window[-1].cpu_wait - window[0].cpu_wait) / span
         print(
             f"      {k * bucket_s:3.0f}-{(k + 1) * bucket_s:3.0f} s: answered"
             f" {answered / bucket_s:5.0f}/s, {lost:4} of {len(due):5} due not answered;"
             f" transactions kept up to {max((x.transactions for x in window), default=0):5};"
             f" GC {sum(gcs) * 1000:5.0f} ms, longest {max(gcs, default=0) * 1000:4.0f} ms;"
-            f" SIP socket drops {drops}"
+            f" SIP socket drops {drops}; cpu {cpu:4.2f}, waited for the core {wait:4.2f}"
         )
         k += 1
 

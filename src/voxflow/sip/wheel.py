@@ -5,7 +5,8 @@ and stops most of them again. One ``loop.call_at`` each is a timer handle, a con
 a closure per timer, made and cancelled hundreds of times a second. Here a timer is an entry
 in a slot of ``resolution`` seconds (a dict), found again by its item for an O(1) stop, and
 one loop timer is armed for the earliest slot. A timer fires at most ``resolution`` late and
-never early (to within 10 µs); SIP's timers start at T1 = 500 ms.
+at most ``EARLY_S`` (1 ms, the loop's own timer granularity) early; SIP's timers start at
+T1 = 500 ms.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ log = logging.getLogger("voxflow.sip.wheel")
 Item = TypeVar("Item", bound=Hashable)
 
 RESOLUTION_S = 0.01
-_EPSILON = 1e-3  # of a slot: a loop timer that wakes a hair before its time still counts
+# uvloop arms its timers in whole milliseconds and wakes them up to a millisecond early (by
+# its cached clock): a slot counts as due that close to its time, rather than spin until then.
+EARLY_S = 0.001
 
 
 class TimerWheel(Generic[Item]):
@@ -86,7 +89,7 @@ class TimerWheel(Generic[Item]):
     def _run(self) -> None:
         self._running = True
         try:
-            self._drain(math.floor(self._loop.time() / self._resolution + _EPSILON))
+            self._drain(math.floor((self._loop.time() + EARLY_S) / self._resolution))
         finally:
             self._running = False
             self._handle = None
