@@ -83,7 +83,7 @@ from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.sip.useragent import UserAgent
 from voxflow.store import tables as t
 from voxflow.store.db import Database
-from voxflow.telephony.heap import settle_after_start
+from voxflow.telephony.interpreter import tune_after_start
 from voxflow.telephony.leg import DialResult, KeypressSent
 from voxflow.telephony.sip_leg import SipLeg
 from voxflow.trunks import Trunk
@@ -812,7 +812,7 @@ class Rig:
         self.media.subscribe(self.probe)
         self.media.subscribe(self.probe.end)
         self._tasks.append(asyncio.get_running_loop().create_task(self._lag_probe()))
-        settle_after_start()  # as Telephony.start does
+        tune_after_start()  # as Telephony.start does
 
     async def close(self) -> None:
         gc.callbacks.remove(self._gc)
@@ -1287,7 +1287,7 @@ def print_hold(r: HoldResult, args: argparse.Namespace) -> None:
         f" {dist_ms(r.ticks)}"
     )
     print(f"    event-loop timer lag (call_at probe every 7 ms): {dist_ms(r.lags)}")
-    print(f"    whole phase: {p.setup_text()}")
+    print(f"    whole phase: {p.setup_text()}; {p.wait_text()}")
     print(
         f"    GC with all calls up: {len(r.gc_in_window)} collections, longest"
         f" {max(r.gc_in_window, default=0) * 1000:.1f} ms"

@@ -14,7 +14,7 @@ from voxflow.scheduling.dialer import Dialer, LegPlan
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.sip.useragent import UserAgent
 from voxflow.store.db import Database
-from voxflow.telephony.heap import settle_after_start
+from voxflow.telephony.interpreter import tune_after_start
 from voxflow.telephony.registration import Registration
 from voxflow.telephony.sandbox import SandboxLeg, SandboxSettings
 from voxflow.telephony.sip_leg import SipLeg
@@ -53,7 +53,7 @@ class Telephony:
                 self.registrations.append((registration, loop.create_task(registration.run())))
         self.dialer = Dialer(self.records, self.leg_for, max_calls=tel.max_calls, poll_s=tel.poll_s)
         self._task = asyncio.get_running_loop().create_task(self.dialer.run())
-        settle_after_start()
+        tune_after_start()
 
     async def _start_softphone(self) -> None:
         tel = self.settings.telephony
