@@ -7,6 +7,13 @@ in a slot of ``resolution`` seconds (a dict), found again by its item for an O(1
 one loop timer is armed for the earliest slot. A timer fires at most ``resolution`` late and
 at most ``EARLY_S`` (1 ms, the loop's own timer granularity) early; SIP's timers start at
 T1 = 500 ms.
+
+A congested loop: when the wheel wakes more than ``LATE_S`` after its slot, the loop has been
+busy that long and datagrams have queued up meanwhile, among them, likely, the responses that
+would stop the retransmission timers now due (the loop runs due timers before it reads
+sockets). Retransmitting then only adds load (and a SIPp UAS aborts a call on an INVITE
+retransmission it no longer expects). So the wheel waits once more, as long as it was late
+(at most ``MAX_DEFER_S``), letting the loop read first; SIP's timers are lower bounds.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ RESOLUTION_S = 0.01
 # uvloop arms its timers in whole milliseconds and wakes them up to a millisecond early (by
 # its cached clock): a slot counts as due that close to its time, rather than spin until then.
 EARLY_S = 0.001
+LATE_S = 0.05
+MAX_DEFER_S = 0.5
 
 
 class TimerWheel(Generic[Item]):
@@ -47,6 +56,7 @@ class TimerWheel(Generic[Item]):
         self._handle: asyncio.TimerHandle | None = None
         self._armed_slot = 0
         self._running = False  # inside _run: it arms the loop timer when done
+        self._deferred = False  # woke late once already for this slot: fire now
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -84,12 +94,20 @@ class TimerWheel(Generic[Item]):
         if self._handle is not None:
             self._handle.cancel()
         self._armed_slot = slot
+        self._deferred = False
         self._handle = self._loop.call_at(slot * self._resolution, self._run)
 
     def _run(self) -> None:
+        now = self._loop.time()
+        late = now - self._armed_slot * self._resolution
+        if late > LATE_S and not self._deferred:
+            self._deferred = True
+            self._handle = self._loop.call_at(now + min(late, MAX_DEFER_S), self._run)
+            return
+        self._deferred = False
         self._running = True
         try:
-            self._drain(math.floor((self._loop.time() + EARLY_S) / self._resolution))
+            self._drain(math.floor((now + EARLY_S) / self._resolution))
         finally:
             self._running = False
             self._handle = None

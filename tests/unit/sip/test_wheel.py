@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pytest
+
 from voxflow.sip.wheel import TimerWheel
 
 
@@ -23,6 +25,7 @@ class FakeLoop:
 
     now: float = 100.0
     early: float = 0.0  # wake timers this much before their time, as uvloop may
+    late_by: float = 0.0  # run callbacks this much after their time: a busy loop
     wakes: int = 0
     pending: list[tuple[float, int, FakeHandle, Callable[[], None]]] = field(default_factory=list)
     seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -41,7 +44,7 @@ class FakeLoop:
     def advance(self, to: float) -> None:
         while self.pending and self.pending[0][0] <= to:
             at, _, handle, callback = heapq.heappop(self.pending)
-            self.now = at
+            self.now = at + self.late_by
             if not handle.cancelled:
                 self.wakes += 1
                 callback()
@@ -75,6 +78,23 @@ def test_a_loop_timer_that_wakes_a_little_early_fires_its_slot_at_once() -> None
     timers.start("a", 100.5)
     loop.advance(101.0)
     assert [item for item, _ in fired] == ["a"] and loop.wakes == 1  # no spinning till 100.5
+
+
+def test_a_congested_loop_reads_before_the_wheel_fires() -> None:
+    loop, fired = FakeLoop(late_by=0.2), []
+    timers = wheel(loop, fired)
+    timers.start("a", 100.5)
+    timers.start("b", 100.5)
+    loop.advance(100.8)  # woke at 100.7, 200 ms late: waits 200 ms more, fires nothing yet
+    assert fired == [] and len(timers) == 2
+    timers.stop("a")  # meanwhile the loop read the response that stops "a"
+    loop.advance(102.0)
+    assert [item for item, _ in fired] == ["b"]  # the second wake fires, however late it is
+    assert fired[0][1] == pytest.approx(101.1)
+    loop.late_by = 0.0
+    timers.start("c", 102.5)  # on time again: no waiting
+    loop.advance(103.0)
+    assert fired[-1] == ("c", pytest.approx(102.5))
 
 
 def test_stop_and_restart() -> None:
