@@ -1545,15 +1545,35 @@ def main() -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    group_nice = _autogroup_nice()
     if args.nice and os.geteuid() == 0:
         # Before any thread or child: both inherit it (SIPp, dumpcap, the store's threads).
         os.setpriority(os.PRIO_PROCESS, 0, args.nice)
-        # With autogroup scheduling a nice value only counts inside the session's group:
-        # the group's own nice is what weighs against other sessions' jobs.
-        with contextlib.suppress(OSError):
-            Path("/proc/self/autogroup").write_text(f"{args.nice}\n")
+        _set_autogroup_nice(args.nice)
     else:
         args.nice = 0
+    try:
+        return _run(args)
+    finally:
+        if args.nice and group_nice is not None:
+            _set_autogroup_nice(group_nice)  # the group is the caller's session's too
+
+
+def _autogroup_nice() -> int | None:
+    try:
+        return int(Path("/proc/self/autogroup").read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _set_autogroup_nice(nice: int) -> None:
+    """With autogroup scheduling a nice value only counts inside the session's group: the
+    group's own nice is what weighs against other sessions' jobs."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/autogroup").write_text(f"{nice}\n")
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.pin:
         os.sched_setaffinity(0, {VOX_CORE})
     workdir = Path(tempfile.mkdtemp(prefix="voxflow-bench-dialer-"))
