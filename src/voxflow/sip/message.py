@@ -233,18 +233,23 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = []
+        self.version = 0  # bumped by every change: typed views parsed earlier are stale
         for name, value in items:
             self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
         """Append one header field, kept whole."""
         self._items.append((canonical_name(name), _checked(value)))
+        self.version += 1
 
     def add_parsed(self, name: str, value: str) -> None:
         """Append a received header field, one entry per value for list headers."""
         name = canonical_name(name)
-        values = split_commas(value) if name in LIST_HEADERS else [value]
-        self._items.extend((name, item) for item in values)
+        if name in LIST_HEADERS:
+            self._items.extend((name, item) for item in split_commas(value))
+        else:
+            self._items.append((name, value))
+        self.version += 1
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The first value of ``name``."""
@@ -268,10 +273,12 @@ class Headers:
         self.remove(name)
         entry = (canonical_name(name), _checked(value))
         self._items.insert(len(self._items) if index is None else index, entry)
+        self.version += 1
 
     def remove(self, name: str) -> None:
         wanted = _lookup_key(name)
         self._items = [(key, value) for key, value in self._items if key.lower() != wanted]
+        self.version += 1
 
     def copy(self) -> Headers:
         clone = Headers()
@@ -397,11 +404,28 @@ class Rejection:
 
 
 class SipMessage:
-    """Typed views of the headers, shared by requests and responses."""
+    """Typed views of the headers, shared by requests and responses.
+
+    Each view is parsed once and kept until the headers change (``Headers.version``): a
+    received message is read many times (its transaction key, its dialog, its outcome), and
+    parsing is most of what it costs. List views are handed out as fresh lists.
+    """
 
     headers: Headers
     body: bytes
     version: str
+
+    def _view(self, name: str, parse: Callable[[], T]) -> T:
+        headers = self.headers
+        cache: tuple[Headers, int, dict[str, object]] | None = self.__dict__.get("_views")
+        if cache is None or cache[0] is not headers or cache[1] != headers.version:
+            cache = (headers, headers.version, {})
+            self.__dict__["_views"] = cache
+        views = cache[2]
+        if name in views:
+            return views[name]  # type: ignore[return-value]
+        value = views[name] = parse()
+        return value
 
     def _start_line(self) -> str:
         raise NotImplementedError
@@ -430,27 +454,33 @@ class SipMessage:
         return value
 
     def _name_addrs(self, name: str) -> list[NameAddress]:
+        return list(self._view(name, lambda: self._parse_name_addrs(name)))
+
+    def _parse_name_addrs(self, name: str) -> list[NameAddress]:
         return [_typed(name, parse_name_addr, value) for value in self.headers.get_all(name)]
 
     @property
     def vias(self) -> list[Via]:
-        return [Via.parse(value) for value in self.headers.get_all("Via")]
+        return list(self._view("vias", lambda: [Via.parse(v) for v in self.headers.get_all("Via")]))
 
     @property
     def via(self) -> Via:
         """The top Via."""
-        return Via.parse(self.require("Via"))
+        return self._view("via", lambda: Via.parse(self.require("Via")))
 
     @property
     def from_(self) -> NameAddress:
-        return _typed("From", parse_name_addr, self.require("From"))
+        return self._view("from", lambda: _typed("From", parse_name_addr, self.require("From")))
 
     @property
     def to(self) -> NameAddress:
-        return _typed("To", parse_name_addr, self.require("To"))
+        return self._view("to", lambda: _typed("To", parse_name_addr, self.require("To")))
 
     @property
     def call_id(self) -> str:
+        return self._view("call-id", self._parse_call_id)
+
+    def _parse_call_id(self) -> str:
         value = self.require("Call-ID").strip(" \t")
         if not value or any(char in " \t" for char in value):
             raise MessageError("malformed Call-ID")
@@ -458,7 +488,7 @@ class SipMessage:
 
     @property
     def cseq(self) -> CSeq:
-        return CSeq.parse(self.require("CSeq"))
+        return self._view("cseq", lambda: CSeq.parse(self.require("CSeq")))
 
     @property
     def max_forwards(self) -> int | None:
@@ -468,6 +498,9 @@ class SipMessage:
     @property
     def contacts(self) -> list[NameAddress]:
         """The Contact values; the REGISTER wildcard ``*`` (§10.2.2) is left out."""
+        return list(self._view("contacts", self._parse_contacts))
+
+    def _parse_contacts(self) -> list[NameAddress]:
         values = [value for value in self.headers.get_all("Contact") if value.strip() != "*"]
         return [_typed("Contact", parse_name_addr, value) for value in values]
 

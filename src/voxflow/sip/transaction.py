@@ -22,6 +22,12 @@ ACK for a non-2xx final response is built and sent by the INVITE client transact
 (§17.1.1.3); the ACK for a 2xx is the dialog's (§13.2.2.4). After a 2xx the INVITE client and
 server transactions wait in Accepted (RFC 6026 §7.1, §7.2) so that 2xx retransmissions reach
 the TU, which re-ACKs them.
+
+A transaction that only waits (Accepted, Completed, Confirmed) forgets what it no longer
+needs: the parsed request, and a response it will not repeat. It keeps its key, its timers
+and the one message it may have to send again (the ACK of a non-2xx, the server's last final
+response), so that thousands of finished calls waiting out Timer M, D, K or J stay small and
+the cyclic garbage collector has little to walk (``LINGERING``, ``_linger``).
 """
 
 from __future__ import annotations
@@ -233,7 +239,18 @@ class Transaction:
     """What all four kinds share: the table walk, state changes and timer bookkeeping."""
 
     TRANSITIONS: ClassVar[Mapping[tuple[State, Input], State]]
+    LINGERING: ClassVar[frozenset[State]] = frozenset()  # states that only wait: no request
     kind: ClassVar[str]
+    __slots__ = (
+        "_deadlines",
+        "_intervals",
+        "_request",
+        "destination",
+        "key",
+        "reliable",
+        "state",
+        "timers",
+    )
 
     def __init__(
         self,
@@ -243,7 +260,7 @@ class Transaction:
         timers: TimerSettings = DEFAULT_TIMERS,
     ) -> None:
         self.key = key
-        self.request = request
+        self._request: SipRequest | None = request
         self.destination = destination
         self.timers = timers
         self.reliable = is_reliable(destination)
@@ -257,6 +274,18 @@ class Transaction:
     @property
     def terminated(self) -> bool:
         return self.state is State.TERMINATED
+
+    @property
+    def request(self) -> SipRequest:
+        """The request of the transaction, until it only waits (``LINGERING``)."""
+        if self._request is None:
+            raise TransactionError(f"{self!r} no longer keeps its request")
+        return self._request
+
+    def _linger(self) -> None:
+        """Entered a state that only waits: drop what will not be sent or read again."""
+        self._request = None
+        self._intervals.clear()
 
     def timer_fired(self, timer: Timer, now: float) -> list[Action]:
         """A timer this transaction started has passed its deadline."""
@@ -286,8 +315,12 @@ class Transaction:
         if new is State.TERMINATED:
             stops: list[Action] = [StopTimer(self.key, timer) for timer in self._deadlines]
             self._deadlines.clear()
+            self._linger()
             return [*stops, Terminated(self.key, reason)]
-        return self._enter(new, now)
+        actions = self._enter(new, now)
+        if new in self.LINGERING:
+            self._linger()
+        return actions
 
     def _effect(
         self, event: Input, message: SipRequest | SipResponse | None, now: float
@@ -321,6 +354,8 @@ class Transaction:
 
 
 class ClientTransaction(Transaction):
+    __slots__ = ()
+
     def send_request(self, now: float) -> list[Action]:
         """Send the request for the first time (the TU's initial event)."""
         if self.state is not State.IDLE:
@@ -340,6 +375,8 @@ class InviteClientTransaction(ClientTransaction):
     """§17.1.1, figure 5, with RFC 6026's Accepted state."""
 
     kind = "ICT"
+    LINGERING = frozenset({State.ACCEPTED, State.COMPLETED})  # Completed keeps its ACK
+    __slots__ = ("ack",)
     TRANSITIONS: ClassVar[Mapping[tuple[State, Input], State]] = {
         (_S.IDLE, _E.SEND_REQUEST): _S.CALLING,
         (_S.CALLING, Timer.A): _S.CALLING,
@@ -411,6 +448,8 @@ class NonInviteClientTransaction(ClientTransaction):
     """§17.1.2, figure 6."""
 
     kind = "NICT"
+    LINGERING = frozenset({State.COMPLETED})
+    __slots__ = ()
     TRANSITIONS: ClassVar[Mapping[tuple[State, Input], State]] = {
         (_S.IDLE, _E.SEND_REQUEST): _S.TRYING,
         (_S.TRYING, Timer.E): _S.TRYING,
@@ -462,6 +501,8 @@ class ServerTransaction(Transaction):
     keeps answers flowing through NATs in front of trunks.
     """
 
+    __slots__ = ("last_response",)
+
     def __init__(
         self,
         key: TransactionKey,
@@ -505,6 +546,10 @@ class InviteServerTransaction(ServerTransaction):
     """§17.2.1, figure 7, with RFC 6026's Accepted state."""
 
     kind = "IST"
+    # Completed keeps its final response for timer G and retransmitted INVITEs; Accepted
+    # (the TU retransmits its 2xx) and Confirmed repeat nothing.
+    LINGERING = frozenset({State.ACCEPTED, State.COMPLETED, State.CONFIRMED})
+    __slots__ = ()
     TRANSITIONS: ClassVar[Mapping[tuple[State, Input], State]] = {
         (_S.IDLE, _E.REQUEST): _S.PROCEEDING,
         (_S.PROCEEDING, _E.REQUEST): _S.PROCEEDING,
@@ -524,9 +569,17 @@ class InviteServerTransaction(ServerTransaction):
         (_S.COMPLETED, _E.TRANSPORT_ERROR): _S.TERMINATED,
     }
 
+    def _linger(self) -> None:
+        self._request = None
+        if self.state is not State.COMPLETED:  # Completed repeats its response on timer G
+            self.last_response = None
+            self._intervals.clear()
+
     def _effect(
         self, event: Input, message: SipRequest | SipResponse | None, now: float
     ) -> list[Action]:
+        if event is Event.SEND_SUCCESS and self.state is State.ACCEPTED and message is not None:
+            return [self._send(message)]  # the TU retransmits its 2xx; nothing to keep
         if event is Event.REQUEST and self.state is State.IDLE and message is not None:
             # §17.2.1: a 100 Trying at once, rather than guess whether the TU answers in 200 ms.
             trying = make_response(self.request, 100)
@@ -555,6 +608,8 @@ class NonInviteServerTransaction(ServerTransaction):
     """§17.2.2, figure 8."""
 
     kind = "NIST"
+    LINGERING = frozenset({State.COMPLETED})  # keeps the final response to repeat
+    __slots__ = ()
     TRANSITIONS: ClassVar[Mapping[tuple[State, Input], State]] = {
         (_S.IDLE, _E.REQUEST): _S.TRYING,
         (_S.TRYING, _E.REQUEST): _S.TRYING,  # nothing to repeat yet: discarded

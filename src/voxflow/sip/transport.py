@@ -191,9 +191,7 @@ class SipTransport:
     async def send(self, data: bytes, dest: Address) -> None:
         """Send one message; TCP connects first when no connection to ``dest`` is open."""
         if dest.transport == "udp":
-            if self._udp is None:
-                raise ConnectionError("transport not started")
-            self._udp.sendto(data, (dest.host, dest.port))
+            self.send_datagram(data, dest)
             return
         conn = self._connections.get((dest.host, dest.port))
         if conn is None:
@@ -201,6 +199,12 @@ class SipTransport:
             conn = _TcpConnection(self, reader, writer)
             self._connections[(dest.host, dest.port)] = conn
         conn.send(data)
+
+    def send_datagram(self, data: bytes, dest: Address) -> None:
+        """Send one message over UDP, at once."""
+        if self._udp is None:
+            raise ConnectionError("transport not started")
+        self._udp.sendto(data, (dest.host, dest.port))
 
     async def close(self) -> None:
         if self._udp is not None:

@@ -278,17 +278,23 @@ def _parse_uri_headers(text: str) -> list[tuple[str, str]]:
 # name-addr / addr-spec with header parameters (§20.10 Contact, §20.20 From, §20.39 To, ...)
 
 
+_WHITESPACE_RUN = re.compile(f"[{WHITESPACE}]*")
+_TOKEN_RUNS: dict[str, re.Pattern[str]] = {}
+
+
 def skip_whitespace(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in WHITESPACE:
-        pos += 1
-    return pos
+    match = _WHITESPACE_RUN.match(text, pos)
+    return match.end() if match else pos
 
 
 def read_token(text: str, pos: int, extra: str = "") -> tuple[str, int]:
     """The longest run of token characters (plus ``extra``) from ``pos``."""
-    end = pos
-    while end < len(text) and (text[end] in TOKEN_CHARS or text[end] in extra):
-        end += 1
+    run = _TOKEN_RUNS.get(extra)
+    if run is None:  # one pattern per set of extra characters (a handful in all)
+        chars = "".join(sorted(TOKEN_CHARS | set(extra)))
+        run = _TOKEN_RUNS[extra] = re.compile(f"[{re.escape(chars)}]*")
+    match = run.match(text, pos)
+    end = match.end() if match else pos
     return text[pos:end], end
 
 

@@ -35,6 +35,7 @@ from voxflow.sip.transaction import (
     StartTimer,
     StopTimer,
     TimedOut,
+    Timer,
     TimerSettings,
     TransactionError,
     TransactionKey,
@@ -42,6 +43,7 @@ from voxflow.sip.transaction import (
     TransportError,
 )
 from voxflow.sip.transport import Address, SipTransport
+from voxflow.sip.wheel import TimerWheel
 
 log = logging.getLogger("voxflow.sip.ua")
 
@@ -86,7 +88,7 @@ class UserAgent:
         self.layer = TransactionLayer(timers)
         self.on_request = on_request
         self._clients: dict[TransactionKey, _Client] = {}
-        self._timers: dict[tuple[TransactionKey, str], asyncio.TimerHandle] = {}
+        self._timers: TimerWheel[tuple[TransactionKey, Timer]] | None = None
         self._dialogs: dict[DialogId, DialogOwner] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sending: set[asyncio.Task[None]] = set()
@@ -95,6 +97,7 @@ class UserAgent:
 
     async def start(self, host: str, port: int = 0, *, tcp: bool = True) -> None:
         self._loop = asyncio.get_running_loop()
+        self._timers = TimerWheel(self._loop, self._timer_fired)
         await self.transport.start(host, port, tcp=tcp)
 
     @property
@@ -106,8 +109,8 @@ class UserAgent:
         return self.transport.port
 
     async def close(self) -> None:
-        for handle in self._timers.values():
-            handle.cancel()
+        if self._timers is not None:
+            self._timers.close()
         for owner in self._dialogs.values():
             for handle in owner.timers.values():
                 handle.cancel()
@@ -229,9 +232,7 @@ class UserAgent:
             elif isinstance(action, StartTimer):
                 self._start_timer(action)
             elif isinstance(action, StopTimer):
-                handle = self._timers.pop((action.key, action.timer), None)
-                if handle is not None:
-                    handle.cancel()
+                self.timers.stop((action.key, action.timer))
             elif isinstance(action, Deliver):
                 self._deliver(action)
             elif isinstance(action, TimedOut):
@@ -239,19 +240,29 @@ class UserAgent:
             elif isinstance(action, TransportError):
                 self._finish(action.key, Final(None, transport_failed=True, received_at=self.now()))
 
+    @property
+    def timers(self) -> TimerWheel[tuple[TransactionKey, Timer]]:
+        """The transaction timers that are running."""
+        if self._timers is None:
+            raise RuntimeError("user agent not started")
+        return self._timers
+
     def _start_timer(self, action: StartTimer) -> None:
-        slot = (action.key, str(action.timer))
-        old = self._timers.pop(slot, None)
-        if old is not None:
-            old.cancel()
+        self.timers.start((action.key, action.timer), action.at)
 
-        def fire() -> None:
-            self._timers.pop(slot, None)
-            self._run(self.layer.timer_fired(action.key, action.timer, self.now()))
-
-        self._timers[slot] = self.loop.call_at(action.at, fire)
+    def _timer_fired(self, slot: tuple[TransactionKey, Timer]) -> None:
+        self._run(self.layer.timer_fired(slot[0], slot[1], self.now()))
 
     def _transmit(self, data: bytes, destination: Address, key: TransactionKey | None) -> None:
+        if destination.transport == "udp":  # no connection to wait for: send it now
+            try:
+                self.transport.send_datagram(data, destination)
+            except OSError as exc:
+                log.info("cannot send to %s: %s", destination, exc)
+                if key is not None:  # not inside the actions being carried out
+                    self.loop.call_soon(self._transport_error, key)
+            return
+
         async def send() -> None:
             try:
                 await self.transport.send(data, destination)
@@ -263,6 +274,9 @@ class UserAgent:
         task = self.loop.create_task(send())
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+
+    def _transport_error(self, key: TransactionKey) -> None:
+        self._run(self.layer.transport_error(key, self.now()))
 
     def _finish(self, key: TransactionKey, final: Final) -> None:
         client = self._clients.get(key)

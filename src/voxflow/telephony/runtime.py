@@ -18,6 +18,7 @@ from voxflow.services.call_leases import Pacing
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.sip.useragent import UserAgent
 from voxflow.store.db import Database
+from voxflow.telephony.interpreter import tune_after_start
 from voxflow.telephony.registration import Registration
 from voxflow.telephony.sandbox import SandboxLeg, SandboxSettings
 from voxflow.telephony.sip_leg import SipLeg
@@ -56,6 +57,7 @@ class Telephony:
                 self.registrations.append((registration, loop.create_task(registration.run())))
         self.dialer = self._dialer()
         self._task = asyncio.get_running_loop().create_task(self.dialer.run())
+        tune_after_start()
 
     def _dialer(self) -> Dialer:
         tel = self.settings.telephony

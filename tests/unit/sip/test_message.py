@@ -450,3 +450,28 @@ def test_built_header_values_cannot_inject_lines() -> None:
         headers.set("Subject", "a\nb")
     parsed = invite().headers
     assert parsed.copy() == parsed
+
+
+def test_typed_views_are_parsed_once_and_follow_header_changes() -> None:
+    data = (
+        b"INVITE sip:bob@example.com SIP/2.0\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKone\r\n"
+        b"Via: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKtwo\r\n"
+        b"From: <sip:alice@example.com>;tag=a\r\nTo: <sip:bob@example.com>\r\n"
+        b"Call-ID: c1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@192.0.2.1>\r\n"
+        b"Content-Length: 0\r\n\r\n"
+    )
+    message = parse_message(data)
+    assert message.via is message.via and message.cseq is message.cseq  # parsed once
+    assert message.via.branch == "z9hG4bKone" and message.to.tag is None
+    vias = message.vias
+    vias.pop()  # a list view is the caller's own
+    assert len(message.vias) == 2
+    message.headers.set("To", "<sip:bob@example.com>;tag=b")
+    message.headers.remove("Via")
+    message.headers.add("Via", "SIP/2.0/TCP 192.0.2.3;branch=z9hG4bKthree")
+    assert message.to.tag == "b"
+    assert message.via.branch == "z9hG4bKthree" and len(message.vias) == 1
+    message.headers = message.headers.copy()
+    message.headers.set("CSeq", "2 INVITE")
+    assert message.cseq.number == 2

@@ -675,3 +675,101 @@ def test_make_cancel_follows_9_1() -> None:
     assert cancel.headers.get_all("Via") == invite.headers.get_all("Via")[:1]
     assert cancel.routes == invite.routes and cancel.body == b""
     assert TransactionKey.for_client(cancel).branch == TransactionKey.for_client(invite).branch
+
+
+# Lingering: a transaction that only waits keeps no parsed request ----------------------------
+
+
+def test_ict_accepted_forgets_its_invite_and_still_passes_2xx_retransmissions() -> None:
+    t, req = ict()
+    t.send_request(0.0)
+    t.receive(response(req, 200), 0.2)
+    assert t.state is State.ACCEPTED
+    with pytest.raises(TransactionError):
+        _ = t.request  # waiting out timer M: the INVITE is gone
+    # RFC 6026 §8.4: each 2xx copy still reaches the TU, which re-ACKs it; 1xx are absorbed.
+    assert kinds(t.receive(response(req, 200), 5.0)) == ["deliver 200"]
+    assert kinds(t.receive(response(req, 200), 9.0)) == ["deliver 200"]
+    assert t.receive(response(req, 183), 9.5) == []
+    assert kinds(t.timer_fired(Timer.M, 32.2)) == ["terminated"]
+
+
+def test_ict_completed_forgets_its_invite_and_re_sends_the_same_ack() -> None:
+    t, req = ict()
+    t.send_request(0.0)
+    busy = response(req, 486)
+    first = t.receive(busy, 0.3)
+    ack = first[0].message  # type: ignore[union-attr]
+    assert t.state is State.COMPLETED
+    with pytest.raises(TransactionError):
+        _ = t.request
+    # §17.1.1.2: every retransmitted final response is absorbed and ACKed again.
+    for at in (0.8, 1.8, 3.8):
+        again = t.receive(busy, at)
+        assert kinds(again) == ["send ACK"] and again[0].message is ack  # type: ignore[union-attr]
+    assert bytes(ack) == bytes(make_ack(req, busy))
+    assert kinds(t.timer_fired(Timer.D, 32.3)) == ["terminated"]
+
+
+def test_nict_completed_forgets_its_request_and_absorbs_response_copies() -> None:
+    t, req = nict()
+    t.send_request(0.0)
+    assert kinds(t.receive(response(req, 200), 0.1)) == [
+        "deliver 200",
+        "stop E",
+        "stop F",
+        "start K 5.1",
+    ]
+    with pytest.raises(TransactionError):
+        _ = t.request
+    assert t.receive(response(req, 200), 0.6) == []
+    assert t.timer_fired(Timer.E, 0.5) == []  # stopped: a late callback does nothing
+    assert kinds(t.timer_fired(Timer.K, 5.1)) == ["terminated"]
+
+
+def test_ist_completed_keeps_only_its_final_response_and_confirmed_nothing() -> None:
+    t, req = ist()
+    t.receive(req, 0.0)
+    busy = response(req, 486)
+    t.send_response(busy, 0.1)
+    with pytest.raises(TransactionError):
+        _ = t.request
+    assert t.last_response is busy
+    assert kinds(t.timer_fired(Timer.G, 0.6)) == ["send 486", "start G 1.6"]  # interval doubled
+    assert kinds(t.receive(req, 0.7)) == ["send 486"]  # a retransmitted INVITE
+    t.receive(make_ack(req, busy), 1.0)
+    assert t.state is State.CONFIRMED and t.last_response is None
+    assert t.receive(req, 1.1) == [] and t.receive(make_ack(req, busy), 1.2) == []
+
+
+def test_ist_accepted_keeps_no_response_while_the_tu_retransmits_its_2xx() -> None:
+    t, req = ist()
+    t.receive(req, 0.0)
+    ok = response(req, 200)
+    t.send_response(ok, 0.1)
+    assert t.state is State.ACCEPTED and t.last_response is None
+    assert kinds(t.send_response(ok, 0.6)) == ["send 200"]
+    assert t.last_response is None
+    assert t.receive(req, 0.7) == []
+
+
+def test_nist_completed_repeats_its_response_without_its_request() -> None:
+    t, req = nist()
+    t.receive(req, 0.0)
+    ok = response(req, 200)
+    t.send_response(ok, 0.1)
+    with pytest.raises(TransactionError):
+        _ = t.request
+    again = t.receive(req, 0.5)
+    assert kinds(again) == ["send 200"] and again[0].message is ok  # type: ignore[union-attr]
+
+
+def test_layer_keeps_finished_invites_slim_over_lossy_udp() -> None:
+    """Through the layer, over the lossy network: a lost ACK for a 486 is made up for."""
+    net = Network(drop=drop_first(1, is_method("ACK")), final=486)
+    net.start(request())
+    net.run(until=2.0)
+    (waiting,) = net.uac.clients.values()
+    assert waiting.state is State.COMPLETED and waiting._request is None
+    net.run()
+    assert net.sent.count(("uac", "ACK")) == 2 and settled(net)
