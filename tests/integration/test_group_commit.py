@@ -163,11 +163,17 @@ def test_the_sqlite_writer_commits_with_synchronous_full(database: Database) -> 
         group.close()
 
 
-def test_work_handed_to_a_closed_writer_is_refused(writer: Writer) -> None:
+@pytest.mark.parametrize("used", [False, True])
+def test_work_handed_to_a_closed_writer_is_refused(
+    writer: Writer, database: Database, used: bool
+) -> None:
+    if used:  # the writer thread has run (and stopped) before
+        assert asyncio.run(batch(writer, [insert("early")])) == ["early"]
     writer.close()
 
     async def main() -> None:
-        await writer.run(insert("late"))
+        await asyncio.wait_for(writer.run(insert("late")), 30)
 
     with pytest.raises(RuntimeError):
         asyncio.run(main())
+    assert "late" not in names(database)

@@ -111,7 +111,7 @@ class GroupCommit:
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._lock = threading.Lock()
         self._closed = False
         self._conn: Connection | None = None
         db.on_dispose(self.close)
@@ -119,27 +119,28 @@ class GroupCommit:
     async def run(self, work: Work[T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._start()
-        self._queue.put(_Item(work, loop, future))
-        return await future
-
-    def _start(self) -> None:
-        if self._thread is not None:
-            return
-        with self._start_lock:
+        # Under the lock: no item can be queued behind the stop mark that close() puts.
+        with self._lock:
             if self._closed:
                 raise WriterClosed("the database is closed")
             if self._thread is None:
-                thread = threading.Thread(target=self._main, name="voxflow-writer", daemon=True)
-                thread.start()
-                self._thread = thread
+                self._thread = threading.Thread(
+                    target=self._main, name="voxflow-writer", daemon=True
+                )
+                self._thread.start()
+            self._queue.put(_Item(work, loop, future))
+        return await future
 
     def close(self) -> None:
-        with self._start_lock:
+        """Finish the items queued so far, then stop the writer thread."""
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
             thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
         if thread is not None:
-            self._queue.put(None)
             thread.join()
 
     # ------------------------------------------------------------ the writer thread
