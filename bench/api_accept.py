@@ -127,14 +127,20 @@ def prepare(server: Server) -> None:
 
 
 def lua_script(server: Server, directory: Path) -> Path:
-    body = INITIATE.replace('"', '\\"')
+    # Each request calls another number (a counter per wrk thread), so that the per-destination
+    # limits (7 calls in 15 minutes by default) are checked on every request but never hit.
+    body = INITIATE.replace('"', '\\"').replace("449789123123", "4497%08d")
     script = directory / "initiate.lua"
     script.write_text(
         'wrk.method = "POST"\n'
-        f'wrk.body = "{body}"\n'
         'wrk.headers["Content-Type"] = "application/xml"\n'
         f'wrk.headers["username"] = "{server.username}"\n'
         f'wrk.headers["secureKey"] = "{server.key}"\n'
+        "local counter = 0\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        f'  return wrk.format(nil, nil, nil, string.format("{body}", counter))\n'
+        "end\n"
     )
     return script
 

@@ -73,7 +73,7 @@ from voxflow.domain.calls import FINAL, CallStatus
 from voxflow.domain.dialstring import parse_dial_string
 from voxflow.media.clock import ClockStats, MediaClock
 from voxflow.media.dtmf import KEYS as DTMF
-from voxflow.scheduling.dialer import Dialer, LegPlan
+from voxflow.scheduling.dialer import Dialer, DialerSettings, LegPlan
 from voxflow.services.accounts import create_account
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.sip.useragent import UserAgent
@@ -892,9 +892,8 @@ class Rig:
         dialer = Dialer(
             self.store.records,
             self.legs,
-            max_calls=max(500, len(dials)),
-            poll_s=self.args.poll_s,
-            owner=f"bench-{tag}",
+            settings=DialerSettings(max_calls=max(500, len(dials)), poll_s=self.args.poll_s),
+            name=f"bench-{tag}",
         )
         started = loop.time()
         runner = loop.create_task(dialer.run())

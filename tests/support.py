@@ -22,6 +22,7 @@ from sqlalchemy import text
 
 from voxflow.api.http import build_app
 from voxflow.clock import Clock, SystemClock
+from voxflow.domain.limits import Limits
 from voxflow.services.accounts import create_account
 from voxflow.store.db import Database
 
@@ -178,8 +179,10 @@ class RunningServer:
         self.thread.join(10)
 
 
-def start_server(db: Database, clock: Clock | None = None) -> RunningServer:
-    app = build_app(db, clock or SystemClock())
+def start_server(
+    db: Database, clock: Clock | None = None, *, limits: Limits | None = None
+) -> RunningServer:
+    app = build_app(db, clock or SystemClock(), limits=limits)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -6,9 +6,9 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from voxflow import __version__, calls_cli, logs
+from voxflow import __version__, account_cli, calls_cli, logs
 from voxflow.clock import SystemClock
 from voxflow.config import ConfigError, Settings, load
 from voxflow.services.accounts import AccountError, create_account
@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=_port, help="port to listen on (default 8080)")
     serve.add_argument("--no-dialer", action="store_true", help="run the API alone")
 
+    dialer = sub.add_parser("dialer", help="run a dialer alone (no API)")
+    _common(dialer)
+    dialer.add_argument("--sip-host", help="SIP address of this dialer (default [sip] host)")
+    dialer.add_argument(
+        "--sip-port", type=_port, help="SIP port of this dialer (default [sip] port)"
+    )
+    dialer.add_argument("--name", help="stable, unique name of this dialer (default [dialer] name)")
+
     phone = sub.add_parser("softphone", help="answer SIP calls and log the keypresses heard")
     _common(phone)
     phone.add_argument("--host", default="127.0.0.1", help="SIP address (default 127.0.0.1)")
@@ -60,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--allow-ip", action="append", default=[], metavar="CIDR")
     create.add_argument("--sandbox", action="store_true", help="never dial a real trunk")
     create.add_argument("--json", action="store_true", help="print JSON")
+    account_cli.add_account_parsers(account_sub, _common)
+    account_cli.add_links_parser(sub, _common)
     return parser
 
 
@@ -86,6 +96,30 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dialer(settings: Settings, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from voxflow.app import open_database, run_dialer
+
+    tel = settings.telephony
+    tel.sip_host = args.sip_host or tel.sip_host
+    tel.sip_port = args.sip_port if args.sip_port is not None else tel.sip_port
+    if args.name is not None:
+        if not args.name or len(args.name) > 50 or "/" in args.name:
+            raise ConfigError("--name must be 1-50 characters without '/'")
+        tel.dialer_name = args.name
+    db = open_database(settings)
+    try:
+        asyncio.run(run_dialer(db, settings))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {tel.sip_host}:{tel.sip_port}: {exc.strerror}"
+        ) from None
+    finally:
+        db.dispose()
+    return 0
+
+
 def _account_create(settings: Settings, args: argparse.Namespace) -> int:
     from voxflow.app import open_database
 
@@ -100,6 +134,20 @@ def _account_create(settings: Settings, args: argparse.Namespace) -> int:
         print(f"account {new.username} created")
         print(f"secureKey: {new.secure_key}  (shown once; store it now)")
     return 0
+
+
+def _account_settings(settings: Settings, args: argparse.Namespace) -> int:
+    from voxflow.app import open_database
+
+    db = open_database(settings)
+    try:
+        if args.command == "links":
+            return account_cli.run_link_callback(db, args)
+        if args.account_command == "limits":
+            return account_cli.run_limits(db, settings, args)
+        return account_cli.run_account_callback(db, args)
+    finally:
+        db.dispose()
 
 
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
@@ -146,6 +194,23 @@ def _softphone(_settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+Command = Callable[[Settings, argparse.Namespace], int]
+
+
+def _command(args: argparse.Namespace) -> Command:
+    if args.command == "account":
+        return _account_create if args.account_command == "create" else _account_settings
+    commands: dict[str, Command] = {
+        "serve": _serve,
+        "db": _db_upgrade,
+        "dialer": _dialer,
+        "softphone": _softphone,
+        "calls": _calls,
+        "links": _account_settings,
+    }
+    return commands[args.command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup()
@@ -153,16 +218,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         settings = load(args.config, args.db)
-        if args.command == "serve":
-            return _serve(settings, args)
-        if args.command == "db":
-            return _db_upgrade(settings, args)
-        if args.command == "softphone":
-            return _softphone(settings, args)
-        if args.command == "calls":
-            return _calls(settings, args)
-        return _account_create(settings, args)
-    except (ConfigError, DatabaseError, AccountError, calls_cli.CallsError) as exc:
+        return _command(args)(settings, args)
+    except (
+        ConfigError,
+        DatabaseError,
+        AccountError,
+        calls_cli.CallsError,
+        account_cli.SettingsError,
+    ) as exc:
         print(f"voxflow: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

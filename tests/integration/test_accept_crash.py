@@ -22,8 +22,9 @@ from voxflow.store.db import Database
 FLOW = (
     '<callFlow name="Crash"><call id="c1" label="Agent" destinationPhoneNumber="4412"/></callFlow>'
 )
-BODY = wrap(
-    "<link_id>link123</link_id><call_variables><call_destination>449789123123,,1</call_destination>"
+# One number per request: the per-destination limits ([limits] defaults) are not what is tested.
+BODY = (
+    "<link_id>link123</link_id><call_variables><call_destination>44{n:010d},,1</call_destination>"
     "<delay>60</delay></call_variables>"
 )
 CLIENTS = 8
@@ -61,12 +62,16 @@ def test_every_201_survives_a_kill_of_the_server(database: Database) -> None:
     answered: list[str] = []
     stop = threading.Event()
 
-    def client() -> None:
+    def client(first: int) -> None:
         headers = {"username": account.username, "secureKey": account.secure_key}
+        n = first
         with httpx.Client(base_url=base, headers=headers, timeout=10) as http:
             while not stop.is_set():
+                n += 1
                 try:
-                    r = http.post("/Calling?v=3&method=initiateCall", content=BODY)
+                    r = http.post(
+                        "/Calling?v=3&method=initiateCall", content=wrap(BODY.format(n=n))
+                    )
                 except httpx.HTTPError:
                     return  # the server is gone
                 assert r.status_code == 201, r.text
@@ -80,7 +85,7 @@ def test_every_201_survives_a_kill_of_the_server(database: Database) -> None:
         make_flow(api, FLOW)
         attach(api, "Crash", "link123")
         api.close()
-        threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+        threads = [threading.Thread(target=client, args=(i * 10**6,)) for i in range(CLIENTS)]
         for th in threads:
             th.start()
         deadline = time.monotonic() + 60

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.integration.test_dialer_sandbox import FakeClock, initiate, setup
+from tests.integration.test_dialer_sandbox import FakeClock, claim_and_dial, initiate, setup
 from tests.support import ApiClient, RunningServer, errors_of, rows_of, wrap, xml_of
 from voxflow.scheduling.dialer import Dialer, LegPlan
 from voxflow.services.call_records import CallRecords, DueCall
@@ -64,7 +64,7 @@ def test_cancel_a_call_that_has_not_started(server: RunningServer, api_b: ApiCli
     ]
     assert errors_of(api.get("Calling", "getCall")) == ["Call ID Empty"]
     # Nothing cancelled is ever dialled.
-    assert CallRecords(server.db, FakeClock()).claim_due("me", 10) == []
+    assert claim_and_dial(CallRecords(server.db, FakeClock())) == []
 
 
 async def test_cancel_a_call_in_progress_hangs_it_up(server: RunningServer) -> None:

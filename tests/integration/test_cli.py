@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -169,6 +170,9 @@ def test_bad_database_url_is_a_one_line_failure(
         ('[server]\nport = "8080"\n', "port must be a number from 1 to 65535"),
         ("server = 1\n", "[server] must be a table"),
         ("database = 'x'\n", "[database] must be a table"),
+        ("[dialer]\nlease_s = 1\n", "[dialer] lease_s must be a number from 3 to 3600"),
+        ('[dialer]\nname = "a/b"\n', "[dialer] name must be text of at most 50 characters"),
+        ("[limits]\nmax_concurrent_link = -1\n", "[limits] max_concurrent_link must be a number"),
         pytest.param(b'[server]\nhost = "\xff\xfe"\n', "is not valid TOML", id="not-utf-8"),
     ],
 )
@@ -193,6 +197,18 @@ def test_bad_config_is_a_one_line_failure(
     assert_one_line_failure(
         voxflow({**env, "VOXFLOW_CONFIG": str(path)}, "db", "upgrade", "--db", db), fragment
     )
+
+
+def test_a_dialer_that_cannot_have_its_sip_port_is_a_one_line_failure(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    db = sqlite_url(tmp_path / "voxflow.db")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = str(taken.getsockname()[1])
+        run = voxflow(env, "dialer", "--db", db, "--sip-host", "127.0.0.1", "--sip-port", port)
+    assert_one_line_failure(run, f"cannot listen on 127.0.0.1:{port}")
+    assert_one_line_failure(voxflow(env, "dialer", "--db", db, "--name", "a/b"), "--name must be")
 
 
 def test_the_installed_console_script(env: dict[str, str], tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from tests.support import ApiClient, RunningServer, attach, make_flow, make_link
 from voxflow.clock import SystemClock
 from voxflow.domain.calls import CallStatus
 from voxflow.scheduling.dialer import Dialer, LegPlan
+from voxflow.services.call_leases import CallLeases, Pacing
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.store import tables as t
 from voxflow.telephony.sandbox import SandboxLeg, SandboxSettings
@@ -26,6 +27,18 @@ class FakeClock:
 
     def now(self) -> datetime:
         return self.at
+
+
+LEASE = timedelta(seconds=30)
+
+
+def claim_and_dial(records: CallRecords, owner: str = "me/1") -> list[DueCall]:
+    """Claim the due calls and move each to ``dialing``, as a dialer does before its INVITE."""
+    leases = CallLeases(records.db, records.clock)
+    claimed = leases.claim(
+        owner, room=10, lease=LEASE, pacing=Pacing(trunks={}, default_trunk=None), max_lateness=None
+    )
+    return [c.call for c in claimed.claims if leases.start_dialing(c, owner, LEASE)]
 
 
 def setup(server: RunningServer) -> ApiClient:
@@ -117,7 +130,7 @@ async def test_a_move_the_status_does_not_allow_is_refused(server: RunningServer
     api = setup(server)
     call_id = initiate(api, "449789123123")
     records = CallRecords(server.db, FakeClock())
-    [call] = records.claim_due("me", 10)
+    [call] = claim_and_dial(records)
     assert call.call_id == call_id
     assert (
         records.move(call.pk, CallStatus.COMPLETED) is False
@@ -136,5 +149,5 @@ async def test_a_link_can_name_its_trunk(server: RunningServer) -> None:
     )
     assert r.status_code == 204, r.text
     initiate(api, "449789123123")
-    [call] = CallRecords(server.db, FakeClock()).claim_due("me", 10)
+    [call] = claim_and_dial(CallRecords(server.db, FakeClock()))
     assert call.trunk == "eu"

@@ -9,6 +9,7 @@ deleted, a flow detached or a number blocked before that transaction is seen by 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -18,10 +19,12 @@ from sqlalchemy import Connection
 from voxflow.api import xmlcodec
 from voxflow.api.routing import Request, Result, route_async
 from voxflow.clock import wire_time
-from voxflow.services import idempotency
+from voxflow.domain.limits import Limits
+from voxflow.services import due_signal, idempotency, limits
 from voxflow.services.accounts import Account
-from voxflow.services.calls import prepare_call, store_call
+from voxflow.services.calls import NewCall, prepare_call, store_call
 from voxflow.services.idempotency import StoredAnswer
+from voxflow.store.db import Database
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -48,15 +51,22 @@ class Pending:
     key: str | None
     digest: str
     now: datetime
+    limits: Limits  # the configured defaults, under the account's own
 
 
-def _accept(pending: Pending, conn: Connection) -> StoredAnswer:
+@dataclass(frozen=True)
+class Accepted:
+    answer: StoredAnswer
+    call: NewCall | None  # None: a repeat answered from its Idempotency-Key
+
+
+def _accept(pending: Pending, conn: Connection) -> Accepted:
     """Check and store one call in the writer's transaction (may raise ApiError for it alone)."""
     account, key, now = pending.account, pending.key, pending.now
     if key is not None:
         stored = idempotency.lookup(conn, account.id, key, pending.digest, now)
         if stored is not None:
-            return stored
+            return Accepted(stored, None)
     call = prepare_call(conn, account, pending.link_id, pending.variables, now)
     answer = StoredAnswer(
         201,
@@ -70,8 +80,21 @@ def _accept(pending: Pending, conn: Connection) -> StoredAnswer:
         idempotency.remember(
             conn, account_id=account.id, key=key, digest=pending.digest, answer=answer, now=now
         )
+    # Counted in this transaction: on SQLite it sees the calls of the batch before this one.
+    limits.admit(conn, call.row, pending.limits)
     store_call(conn, call)
-    return answer
+    return Accepted(answer, call)
+
+
+def _announcer(db: Database) -> Callable[[Accepted], None]:
+    """Tell the dialers about a new call, once it is committed (on the writer's thread)."""
+
+    def announce(accepted: Accepted) -> None:
+        if accepted.call is not None:
+            call = accepted.call
+            due_signal.announce(db, call.due_at, due_now=call.delay_minutes == 0)
+
+    return announce
 
 
 @route_async("Calling", "initiateCall", "POST")
@@ -86,9 +109,10 @@ async def initiate_call(req: Request) -> Result:
         key=key,
         digest=idempotency.request_hash("Calling::initiateCall", req.raw_body),
         now=req.clock.now(),
+        limits=req.limits,
     )
     # Two requests with one key: on SQLite the writer runs them one after the other, so the
     # second finds the first's row; on PostgreSQL the loser's insert of the key breaks the
     # primary key and the writer runs it again, and it then finds the winner's answer.
-    answer = await req.writer.run(partial(_accept, pending))
-    return Result(answer.status, dict(answer.tree))
+    accepted = await req.writer.run(partial(_accept, pending), _announcer(req.db))
+    return Result(accepted.answer.status, dict(accepted.answer.tree))

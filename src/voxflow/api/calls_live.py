@@ -59,6 +59,9 @@ def get_call(req: Request) -> Result:
         "sip_reason": row.sip_reason or "",
         "attempts": str(row.attempts),
         "cancel_requested": wire_time(row.cancel_requested_at),
+        # voxflow: why a call ended as unknown or expired; how long it waited for its trunk.
+        "status_reason": row.status_reason or "",
+        "queue_wait_ms": str(row.queue_wait_ms) if row.queue_wait_ms is not None else "",
         "events": {
             "event": [
                 {

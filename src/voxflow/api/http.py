@@ -29,6 +29,7 @@ from voxflow import errors, ids
 from voxflow.api import routing, xmlcodec
 from voxflow.api.routing import Request, Result
 from voxflow.clock import Clock
+from voxflow.domain.limits import Limits
 from voxflow.errors import ApiError
 from voxflow.services.accounts import Account, Authenticator
 from voxflow.store.db import Database
@@ -123,9 +124,10 @@ def _method_of(incoming: Incoming, output: _Output) -> routing.Method:
 
 
 class ApiEndpoint:
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, limits: Limits | None = None) -> None:
         self.db = db
         self.clock = clock
+        self.limits = limits or Limits()
         self.auth = Authenticator(db)
         self.writer = writer_for(db, refusals=(ApiError,))
 
@@ -204,6 +206,7 @@ class ApiEndpoint:
             db=self.db,
             clock=self.clock,
             output=output,
+            limits=self.limits,
             writer=self.writer,
         )
 
@@ -237,11 +240,17 @@ class _AnyVerb:
         await self._app(scope, receive, send)
 
 
-def build_app(db: Database, clock: Clock, lifespan: Lifespan[Starlette] | None = None) -> Starlette:
+def build_app(
+    db: Database,
+    clock: Clock,
+    lifespan: Lifespan[Starlette] | None = None,
+    *,
+    limits: Limits | None = None,
+) -> Starlette:
     # Importing the interface modules registers their methods in the routing table.
     from voxflow.api import interfaces  # noqa: F401
 
-    api = _AnyVerb(ApiEndpoint(db, clock))
+    api = _AnyVerb(ApiEndpoint(db, clock, limits))
     app = Starlette(
         lifespan=lifespan,
         routes=[

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from voxflow import errors
+from voxflow.domain.limits import Limits
 from voxflow.errors import ApiError
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Request:
     db: Database
     clock: Clock
     output: str = "XML"
+    limits: Limits = field(default_factory=Limits)  # the configured defaults ([limits])
     writer: Writer | None = None
 
 

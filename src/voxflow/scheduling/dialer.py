@@ -1,40 +1,64 @@
-"""The dialer: takes due calls from the store, places them on legs, records what happens.
+"""The dialer: claims due calls from the store, waits for each one's send slot, places it.
 
-For each call: ``dialing`` (committed before any SIP request) → ``ringing`` → ``answered`` →
-the keypress plan, counted from the answer → the hold time (until the call-flow runner lands)
-→ hang-up → ``completed``; or ``busy`` / ``no-answer`` / ``rejected`` / ``failed``, with the
-SIP code. Each keypress is an event with its planned and actual offset from the answer.
+One loop per dialer (see :mod:`voxflow.services.call_leases` for what a claim round does):
+
+- claim a round, then sleep until the next due call, a paced trunk's next slot, or the
+  re-check period (``recheck_s``), whichever is first; an accepted call (announced in this
+  process, or by ``NOTIFY`` on PostgreSQL) or a call ending while calls wait for capacity
+  wakes it at once;
+- each claimed call waits for its slot, moves to ``dialing`` (committed, only if the lease is
+  still ours and the call was not cancelled) and is placed (:mod:`.placing`);
+- the leases of every call this dialer holds are renewed in bulk every ``lease_s / 3``;
+- calls in progress are checked for cancelCall's requests every ``poll_s``;
+- on start, what an earlier run of the same dialer name left is taken back at once.
+
+:meth:`Dialer.stop` is the graceful shutdown: stop claiming, give back claims that have not
+reached ``dialing``, let calls in progress finish for up to ``shutdown_s``, then hang up the
+rest and record why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from voxflow.domain.calls import CallStatus
-from voxflow.domain.dialstring import DEFAULT_GAP_MS, DEFAULT_TONE_MS
+from voxflow.domain.dispatch import lease_owner
+from voxflow.scheduling.placing import LegFactory, LegPlan, Placer
+from voxflow.services import due_signal
+from voxflow.services.call_leases import CallLeases, Claim, ClaimRound, Pacing
 from voxflow.services.call_records import CallRecords, DueCall
-from voxflow.telephony.leg import CallLeg
+
+__all__ = ["Dialer", "DialerSettings", "LegFactory", "LegPlan"]
 
 log = logging.getLogger("voxflow.dialer")
 
+RETRY_AFTER = timedelta(seconds=1)
+SHUTDOWN_REASON = "hung up at shutdown: the call outlived shutdown_s ({:g} s)"
+
 
 @dataclass(frozen=True)
-class LegPlan:
-    """A leg for one call and the timings of the trunk it goes through."""
+class DialerSettings:
+    max_calls: int = 500  # calls this dialer holds at once (waiting for a slot or in progress)
+    lease_s: float = 30.0
+    recheck_s: float = 5.0  # the longest a dialer sleeps without looking at the store
+    poll_s: float = 0.2  # how often calls in progress are checked for cancel requests
+    max_lateness_s: float = 3600.0  # 0: never expire
+    shutdown_s: float = 30.0
 
-    leg: CallLeg
-    tone_ms: int = DEFAULT_TONE_MS
-    gap_ms: int = DEFAULT_GAP_MS
-    hold_s: float = 30.0
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.lease_s)
 
-
-LegFactory = Callable[[DueCall], LegPlan]
+    @property
+    def max_lateness(self) -> timedelta | None:
+        return timedelta(seconds=self.max_lateness_s) if self.max_lateness_s > 0 else None
 
 
 class Dialer:
@@ -43,131 +67,254 @@ class Dialer:
         records: CallRecords,
         legs: LegFactory,
         *,
-        max_calls: int = 500,
-        poll_s: float = 0.2,
-        owner: str | None = None,
+        settings: DialerSettings | None = None,
+        pacing: Pacing | None = None,
+        name: str | None = None,
+        listen_url: str | None = None,
     ) -> None:
         self.records = records
         self.legs = legs
-        self.max_calls = max_calls
-        self.poll_s = poll_s
-        self.owner = owner or f"dialer-{uuid.uuid4().hex[:8]}"
+        self.settings = settings or DialerSettings()
+        self.pacing = pacing or Pacing(trunks={}, default_trunk=None)
+        self.clock = records.clock
+        self.leases = CallLeases(records.db, records.clock)
+        self.placer = Placer(records)
+        self.owner = lease_owner(name or f"dialer-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:12])
+        self.listen_url = listen_url  # PostgreSQL: LISTEN for calls accepted elsewhere
         self.active: set[asyncio.Task[None]] = set()
-        self._by_pk: dict[int, asyncio.Task[None]] = {}
+        self.waiting: dict[int, asyncio.Task[None]] = {}  # claimed, waiting for the slot
+        self.calls: dict[int, asyncio.Task[None]] = {}  # dialing or later
+        self.last_round: ClaimRound | None = None
+        self._unstarted: set[int] = set()
         self._cancelling: set[int] = set()
+        self._shutting: set[int] = set()
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._wake_at: datetime | None = None
+        self._left_waiting = asyncio.Event()
+        self._running = False  # run() is claiming
+        self._loop_done = asyncio.Event()
+        self._helpers: list[asyncio.Task[None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ------------------------------------------------------------------ the loop
 
     async def run(self) -> None:
         """Claim and place due calls until :meth:`stop`."""
-        while not self._stopping.is_set():
-            await self.dial_due()
-            await self.cancel_requested()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.poll_s)
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        unsubscribe = due_signal.subscribe(self.records.db, self._announced)
+        try:
+            released, reconciled = await asyncio.to_thread(self.leases.recover, self.owner)
+            log.info(
+                "dialer %s started; from its earlier run: %d claims released, %d calls unknown",
+                self.owner,
+                released,
+                reconciled,
+            )
+            self._helper(self._renew_leases())
+            self._helper(self._watch_cancels())
+            if self.listen_url is not None:
+                from voxflow.scheduling.pg_wakeup import listen
+
+                self._helper(listen(self.listen_url, self._announced))
+            while not self._stopping.is_set():
+                try:
+                    round_ = await self.dial_due_round()
+                except Exception:  # the store is away for a moment: look again soon
+                    log.exception("claim round failed")
+                    round_ = ClaimRound([], 0, 0, self.clock.now() + RETRY_AFTER, False)
+                await self._sleep(round_)
+        finally:
+            unsubscribe()
+            self._running = False
+            self._loop_done.set()
+
+    def _helper(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._helpers.append(asyncio.get_running_loop().create_task(coro))
 
     async def dial_due(self) -> int:
-        """Claim as many due calls as there is room for, and start placing them."""
-        room = self.max_calls - len(self.active)
-        calls = await asyncio.to_thread(self.records.claim_due, self.owner, room)
-        for call in calls:
-            task = asyncio.create_task(self.place(call), name=f"call-{call.call_id}")
-            self.active.add(task)
-            self._by_pk[call.pk] = task
-            task.add_done_callback(self.active.discard)
-            task.add_done_callback(functools.partial(self._forget, call.pk))
-        return len(calls)
+        """One claim round; returns how many calls it claimed."""
+        return len((await self.dial_due_round()).claims)
 
-    def _forget(self, pk: int, _task: asyncio.Task[None]) -> None:
-        self._by_pk.pop(pk, None)
+    async def dial_due_round(self) -> ClaimRound:
+        self._wake_at = None  # an announcement during the round means: look again at once
+        self._wake.clear()
+        room = self.settings.max_calls - len(self.active)
+        round_ = await asyncio.to_thread(
+            self.leases.claim,
+            self.owner,
+            room=room,
+            lease=self.settings.lease,
+            pacing=self.pacing,
+            max_lateness=self.settings.max_lateness,
+        )
+        self.last_round = round_
+        if round_.expired or round_.reconciled:
+            log.warning(
+                "%d calls expired (past max_lateness_s), %d calls in progress of a lost dialer"
+                " marked unknown",
+                round_.expired,
+                round_.reconciled,
+            )
+        for claim in round_.claims:
+            self._start(claim)
+        return round_
+
+    def _start(self, claim: Claim) -> None:
+        task = asyncio.create_task(self._claimed(claim), name=f"call-{claim.call.call_id}")
+        pk = claim.call.pk
+        self.active.add(task)
+        self.waiting[pk] = task
+        task.add_done_callback(lambda done: self._finished(pk, done))
+
+    def _finished(self, pk: int, task: asyncio.Task[None]) -> None:
+        self.active.discard(task)
+        if self.waiting.pop(pk, None) is not None:
+            self._left_waiting.set()
+        self.calls.pop(pk, None)
+        if self.last_round is not None and self.last_round.waiting_for_capacity:
+            self._wake.set()
+
+    async def _sleep(self, round_: ClaimRound) -> None:
+        now = self.clock.now()
+        target = now + timedelta(seconds=self.settings.recheck_s)
+        if round_.wake_at is not None:
+            target = min(target, round_.wake_at)
+        self._wake_at = target
+        if self._wake.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, (target - now).total_seconds()))
+
+    def _announced(self, due_at: datetime | None) -> None:
+        """A call was accepted (any thread): wake the loop if it is due before the planned look."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._wake_if_sooner, due_at)
+
+    def _wake_if_sooner(self, due_at: datetime | None) -> None:
+        if due_at is None or self._wake_at is None or due_at <= self._wake_at:
+            self._wake.set()
+
+    # ------------------------------------------------------------------ one call
+
+    async def _claimed(self, claim: Claim) -> None:
+        pk = claim.call.pk
+        delay = (claim.slot - self.clock.now()).total_seconds()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+        if self._stopping.is_set():
+            self._unstarted.add(pk)
+            return
+        try:
+            started = await asyncio.to_thread(
+                self.leases.start_dialing, claim, self.owner, self.settings.lease
+            )
+        except Exception:  # not dialled; the lease runs out and the call is claimed again
+            log.exception("cannot move call %s to dialing", claim.call.call_id)
+            return
+        if not started:
+            log.info("call %s was cancelled or taken over before dialing", claim.call.call_id)
+            return
+        task = self.waiting.pop(pk)
+        self._left_waiting.set()
+        self.calls[pk] = task
+        await self.place(claim.call)
+
+    async def place(self, call: DueCall) -> None:
+        """Place a call that is ``dialing``, recording how it ended."""
+        try:
+            await self.placer.place(call, self.legs(call))
+        except asyncio.CancelledError:
+            if call.pk in self._cancelling:
+                self._cancelling.discard(call.pk)
+                await self.placer.move(call, CallStatus.CANCELLED, detail={"by": "cancelCall"})
+            elif call.pk in self._shutting:
+                reason = SHUTDOWN_REASON.format(self.settings.shutdown_s)
+                detail = {"by": self.owner, "hangup": "shutdown"}
+                for status in (CallStatus.COMPLETED, CallStatus.CANCELLED):
+                    if await self.placer.move(call, status, detail=detail, status_reason=reason):
+                        break
+            else:
+                raise
+        except Exception as exc:
+            log.exception("call %s failed", call.call_id)
+            await self.placer.move(call, CallStatus.FAILED, detail={"error": str(exc)[:500]})
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _renew_leases(self) -> None:
+        every = self.settings.lease_s / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.renew()
+            except Exception:  # the store is away for a moment: try again next time
+                log.exception("cannot renew leases")
+
+    async def renew(self) -> int:
+        """Renew the leases of every call this dialer holds; returns how many it still holds."""
+        pks = [*self.waiting, *self.calls]
+        if not pks:
+            return 0
+        return await asyncio.to_thread(self.leases.renew, self.owner, pks, self.settings.lease)
+
+    async def _watch_cancels(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_s)
+            try:
+                await self.cancel_requested()
+            except Exception:
+                log.exception("cannot look for cancel requests")
 
     async def cancel_requested(self) -> int:
         """Hang up the calls of this dialer that cancelCall asked to end."""
-        if not self._by_pk:
+        if not self.calls:
             return 0
         pks = await asyncio.to_thread(self.records.cancel_requests, self.owner)
         count = 0
         for pk in pks:
-            task = self._by_pk.get(pk)
+            task = self.calls.get(pk)
             if task is not None and pk not in self._cancelling:
                 self._cancelling.add(pk)
                 task.cancel()
                 count += 1
         return count
 
-    async def stop(self) -> None:
+    # ------------------------------------------------------------------ shutdown
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stop claiming; release claims not yet dialling; let calls in progress finish for up
+        to ``grace_s`` (default ``shutdown_s``), then hang them up and record it."""
+        grace = self.settings.shutdown_s if grace_s is None else grace_s
         self._stopping.set()
-        if self.active:
-            await asyncio.gather(*self.active, return_exceptions=True)
-
-    async def place(self, call: DueCall) -> None:
-        try:
-            await self._place(call)
-        except asyncio.CancelledError:
-            if call.pk not in self._cancelling:
-                raise
-            self._cancelling.discard(call.pk)
-            await self._move(call, CallStatus.CANCELLED, detail={"by": "cancelCall"})
-        except Exception as exc:
-            log.exception("call %s failed", call.call_id)
-            await self._move(call, CallStatus.FAILED, detail={"error": str(exc)[:500]})
-
-    async def _move(self, call: DueCall, status: CallStatus, **kwargs: object) -> bool:
-        return await asyncio.to_thread(self.records.move, call.pk, status, **kwargs)  # type: ignore[arg-type]
-
-    async def _place(self, call: DueCall) -> None:
-        plan = self.legs(call)
-        try:
-            await self._run_leg(call, plan)
-        except asyncio.CancelledError:
-            await plan.leg.hangup()  # CANCEL while ringing, BYE once answered
-            raise
-
-    async def _run_leg(self, call: DueCall, plan: LegPlan) -> None:
-        leg = plan.leg
-        loop = asyncio.get_running_loop()
-
-        progress: list[asyncio.Task[bool]] = []
-
-        def ringing(code: int, reason: str) -> None:
-            move = self._move(call, CallStatus.RINGING, sip_code=code, sip_reason=reason)
-            progress.append(loop.create_task(move))
-
-        result = await leg.dial(ringing)
-        await asyncio.gather(*progress)  # so that the record keeps the order of events
-        if result.status is not CallStatus.ANSWERED or result.answered_at is None:
-            await self._move(
-                call, result.status, sip_code=result.sip_code, sip_reason=result.sip_reason
+        self._wake.set()
+        if self._running:  # a round may be claiming right now: let it end first
+            await self._loop_done.wait()
+        while self.waiting:  # each sees the stop, or is already moving to dialing
+            self._left_waiting.clear()
+            await self._left_waiting.wait()
+        if self._unstarted:
+            released = await asyncio.to_thread(
+                self.leases.release, self.owner, sorted(self._unstarted)
             )
-            return
-        await self._move(
-            call, CallStatus.ANSWERED, sip_code=result.sip_code, sip_reason=result.sip_reason
-        )
-        remote_bye = asyncio.create_task(leg.wait_remote_hangup())
-        try:
-            await self._keypresses(call, plan, result.answered_at, remote_bye)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(remote_bye), plan.hold_s)
-        finally:
-            by_remote = remote_bye.done()
-            remote_bye.cancel()
-            if not by_remote:
-                await leg.hangup()
-        await self._move(
-            call, CallStatus.COMPLETED, detail={"hangup": "remote" if by_remote else "local"}
-        )
-
-    async def _keypresses(
-        self, call: DueCall, plan: LegPlan, answered_at: float, remote_bye: asyncio.Task[None]
-    ) -> None:
-        for keypress in call.keypresses:
-            if remote_bye.done():
-                return
-            at = answered_at + keypress.offset_s(plan.tone_ms, plan.gap_ms)
-            sent = await plan.leg.send_keypress(keypress.key, at, plan.tone_ms)
-            detail = {
-                "key": sent.key,
-                "planned_ms": round((sent.planned_at - answered_at) * 1000, 3),
-                "actual_ms": round((sent.actual_at - answered_at) * 1000, 3),
-                "error_ms": round((sent.actual_at - sent.planned_at) * 1000, 3),
-            }
-            await asyncio.to_thread(self.records.event, call.pk, "keypress", detail)
+            log.info("released %d claimed calls that had not started", released)
+        running = list(self.calls.items())
+        if running:
+            log.info("waiting up to %g s for %d calls in progress", grace, len(running))
+            _done, pending = await asyncio.wait([task for _, task in running], timeout=grace)
+            for pk, task in running:
+                if task in pending:
+                    self._shutting.add(pk)
+                    task.cancel()
+            if pending:
+                log.warning("hanging up %d calls at shutdown", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        for helper in self._helpers:
+            helper.cancel()
+        await asyncio.gather(*self._helpers, return_exceptions=True)
+        self._helpers.clear()

@@ -17,6 +17,7 @@ from sqlalchemy import Connection, select
 
 from voxflow.domain.calls import FINAL, IN_PROGRESS, NOT_STARTED, CallStatus
 from voxflow.errors import ApiError
+from voxflow.services import callbacks
 from voxflow.store import tables as t
 from voxflow.store.db import Database
 
@@ -90,4 +91,6 @@ def cancel_call(db: Database, account_id: int, call_id: str, now: datetime) -> C
             t.call_events.insert(),
             {"call_pk": row.id, "at": now, "kind": kind, "detail": json.dumps(detail)},
         )
+        if kind == CallStatus.CANCELLED.value:
+            callbacks.enqueue(conn, row.id, kind, now, detail)
     return status

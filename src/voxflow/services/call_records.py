@@ -1,4 +1,5 @@
-"""The call record as the dialer changes it: claims, status moves and events.
+"""The call record as the dialer changes it: status moves and events (claims and leases are
+in :mod:`voxflow.services.call_leases`).
 
 Every change of status is one conditional UPDATE (it only applies from a status that may move
 to the new one, see :data:`voxflow.domain.calls.TRANSITIONS`) plus one ``call_events`` row, in
@@ -18,20 +19,11 @@ from sqlalchemy import bindparam, select
 from voxflow.clock import Clock
 from voxflow.domain.calls import CALL_RESULTS, FINAL, IN_PROGRESS, CallStatus, predecessors
 from voxflow.domain.dialstring import Keypress
+from voxflow.services import callbacks
 from voxflow.store import tables as t
 from voxflow.store.db import Database
 
-_DUE = (
-    select(t.calls.c.id)
-    .where(
-        t.calls.c.status.in_([CallStatus.QUEUED.value, CallStatus.SCHEDULED.value]),
-        t.calls.c.due_at <= bindparam("now"),
-    )
-    .order_by(t.calls.c.due_at, t.calls.c.id)
-    .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True)
-)
-_CLAIMED = (
+CLAIMED = (
     select(
         t.calls.c.id,
         t.calls.c.call_id,
@@ -65,44 +57,6 @@ class CallRecords:
         self.db = db
         self.clock = clock
 
-    def claim_due(self, owner: str, limit: int) -> list[DueCall]:
-        """Mark up to ``limit`` due calls ``dialing`` for ``owner``, oldest due first.
-
-        The status is committed before the caller sends any SIP request.
-        """
-        if limit <= 0:
-            return []
-        now = self.clock.now()
-        with self.db.write() as conn:
-            ids = list(conn.execute(_DUE, {"now": now, "limit": limit}).scalars())
-            if not ids:
-                return []
-            conn.execute(
-                t.calls.update()
-                .where(t.calls.c.id.in_(ids))
-                .values(
-                    status=CallStatus.DIALING.value,
-                    lease_owner=owner,
-                    attempts=t.calls.c.attempts + 1,
-                    started_at=now,
-                    updated_at=now,
-                )
-            )
-            conn.execute(
-                t.call_events.insert(),
-                [
-                    {
-                        "call_pk": pk,
-                        "at": now,
-                        "kind": "dialing",
-                        "detail": json.dumps({"by": owner}),
-                    }
-                    for pk in ids
-                ],
-            )
-            rows = conn.execute(_CLAIMED, {"ids": ids}).all()
-        return [_due_call(r) for r in rows]
-
     def move(
         self,
         pk: int,
@@ -111,6 +65,7 @@ class CallRecords:
         sip_code: int | None = None,
         sip_reason: str = "",
         detail: dict[str, Any] | None = None,
+        status_reason: str | None = None,
     ) -> bool:
         """Move a call to ``status``; False when its current status does not allow it."""
         now = self.clock.now()
@@ -124,9 +79,14 @@ class CallRecords:
             values["ended_at"] = now
             values["result"] = CALL_RESULTS.get(status)
             values["lease_owner"] = None
+            values["lease_expires_at"] = None
+        if status_reason is not None:
+            values["status_reason"] = status_reason[:255]
         event = {**(detail or {})}
         if sip_code is not None:
             event.update(sip_code=sip_code, sip_reason=sip_reason)
+        if status_reason is not None:
+            event["reason"] = status_reason
         with self.db.write() as conn:
             changed = conn.execute(
                 t.calls.update()
@@ -141,6 +101,7 @@ class CallRecords:
                     t.call_events.insert(),
                     {"call_pk": pk, "at": now, "kind": status.value, "detail": json.dumps(event)},
                 )
+                callbacks.enqueue(conn, pk, status.value, now, event)
         return bool(changed)
 
     def cancel_requests(self, owner: str) -> list[int]:
@@ -165,7 +126,7 @@ class CallRecords:
             )
 
 
-def _due_call(row: Any) -> DueCall:
+def due_call(row: Any) -> DueCall:
     plan = tuple(
         Keypress(k["key"], int(k["pauses"]), int(k["run_index"]))
         for k in json.loads(row.keypresses)

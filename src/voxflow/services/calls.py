@@ -27,6 +27,7 @@ from voxflow.domain.dialstring import DialString, DialStringError, parse_dial_st
 from voxflow.domain.flow import call_variable_names
 from voxflow.domain.flow_variables import resolve
 from voxflow.errors import ApiError, ErrorList
+from voxflow.services import callbacks
 from voxflow.services.accounts import Account
 from voxflow.services.blocked_numbers import load_rules
 from voxflow.services.flows import canonical_xml, load_values
@@ -184,7 +185,8 @@ def prepare_call(
 
 
 def store_call(conn: Connection, call: NewCall) -> None:
-    """Insert the call row and its first event (in the caller's write transaction)."""
+    """Insert the call row, its first event and its status callback (in the caller's write
+    transaction)."""
     (call_pk,) = _INSERT_CALL.rows(conn, call.row)[0]
     detail = {"delay_minutes": call.delay_minutes, "due_at": call.due_at.isoformat(sep=" ")}
     _INSERT_EVENT.insert(
@@ -196,3 +198,4 @@ def store_call(conn: Connection, call: NewCall) -> None:
             "detail": json.dumps(detail),
         },
     )
+    callbacks.enqueue(conn, call_pk, call.row["status"], call.row["created_at"], detail)

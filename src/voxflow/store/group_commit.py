@@ -47,6 +47,7 @@ log = logging.getLogger("voxflow.store")
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
+AfterCommit = Callable[[T], None]
 
 MAX_BATCH = 256
 _SAVEPOINT = "SAVEPOINT voxflow_item"
@@ -59,8 +60,12 @@ class WriterClosed(RuntimeError):
 
 
 class Writer(Protocol):
-    async def run(self, work: Work[T]) -> T:
-        """Run ``work`` in a write transaction; its value once that transaction committed."""
+    async def run(self, work: Work[T], after_commit: AfterCommit[T] | None = None) -> T:
+        """Run ``work`` in a write transaction; its value once that transaction committed.
+
+        ``after_commit(value)`` runs on the writer's thread right after the commit (to tell
+        others about the new rows); it must be quick, and what it raises is only logged.
+        """
         ...
 
     def close(self) -> None: ...
@@ -84,6 +89,16 @@ class _Item:
     work: Work[Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    after_commit: AfterCommit[Any] | None = None
+
+
+def _after(after_commit: AfterCommit[Any] | None, outcome: _Outcome) -> None:
+    if after_commit is None or outcome.error is not None:
+        return
+    try:
+        after_commit(outcome.value)
+    except Exception:
+        log.exception("after-commit hook failed (the write is committed)")
 
 
 def _settle(pairs: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
@@ -116,7 +131,7 @@ class GroupCommit:
         self._conn: Connection | None = None
         db.on_dispose(self.close)
 
-    async def run(self, work: Work[T]) -> T:
+    async def run(self, work: Work[T], after_commit: AfterCommit[T] | None = None) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         # Under the lock: no item can be queued behind the stop mark that close() puts.
@@ -128,7 +143,7 @@ class GroupCommit:
                     target=self._main, name="voxflow-writer", daemon=True
                 )
                 self._thread.start()
-            self._queue.put(_Item(work, loop, future))
+            self._queue.put(_Item(work, loop, future, after_commit))
         return await future
 
     def close(self) -> None:
@@ -155,6 +170,8 @@ class GroupCommit:
                     except Exception as exc:  # never leave a request waiting for nothing
                         log.exception("the writer failed a batch of %d", len(batch))
                         outcomes = [_Outcome(error=exc) for _ in batch]
+                    for item, outcome in zip(batch, outcomes, strict=True):
+                        _after(item.after_commit, outcome)
                     self._deliver(batch, outcomes)
                 if stop:
                     return
@@ -249,17 +266,19 @@ class OwnTransactions:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="voxflow-write")
         db.on_dispose(self.close)
 
-    async def run(self, work: Work[T]) -> T:
+    async def run(self, work: Work[T], after_commit: AfterCommit[T] | None = None) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self._once, work)
+        return await loop.run_in_executor(self._pool, self._once, work, after_commit)
 
-    def _once(self, work: Work[T]) -> T:
+    def _once(self, work: Work[T], after_commit: AfterCommit[T] | None) -> T:
         try:
             with self.db.write() as conn:
-                return work(conn)
+                value = work(conn)
         except IntegrityError:
             with self.db.write() as conn:
-                return work(conn)
+                value = work(conn)
+        _after(after_commit, _Outcome(value=value))
+        return value
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

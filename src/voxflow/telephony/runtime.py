@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+from datetime import timedelta
 
 from voxflow.clock import Clock
 from voxflow.config import Settings
+from voxflow.domain.dispatch import TrunkPace
 from voxflow.media.clock import MediaClock
-from voxflow.scheduling.dialer import Dialer, LegPlan
+from voxflow.scheduling.dialer import Dialer, DialerSettings, LegPlan
+from voxflow.services.call_leases import Pacing
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.sip.useragent import UserAgent
 from voxflow.store.db import Database
@@ -22,12 +26,12 @@ from voxflow.trunks import Trunk, find_trunk
 
 log = logging.getLogger("voxflow.telephony")
 
-STOP_GRACE_S = 10.0
 DEMO_CALLER_ID = "441234567890"
 
 
 class Telephony:
     def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+        self.db = db
         self.settings = settings
         self.records = CallRecords(db, clock)
         self.trunks: list[Trunk] = list(settings.trunks)
@@ -50,8 +54,37 @@ class Telephony:
             if trunk.register:
                 registration = Registration(self.ua, trunk)
                 self.registrations.append((registration, loop.create_task(registration.run())))
-        self.dialer = Dialer(self.records, self.leg_for, max_calls=tel.max_calls, poll_s=tel.poll_s)
+        self.dialer = self._dialer()
         self._task = asyncio.get_running_loop().create_task(self.dialer.run())
+
+    def _dialer(self) -> Dialer:
+        tel = self.settings.telephony
+        settings = DialerSettings(
+            max_calls=tel.max_calls,
+            lease_s=tel.lease_s,
+            recheck_s=tel.recheck_s,
+            poll_s=tel.poll_s,
+            max_lateness_s=tel.max_lateness_s,
+            shutdown_s=tel.shutdown_s,
+        )
+        pacing = Pacing(
+            trunks={t.name: TrunkPace(t.cps, t.max_calls) for t in self.trunks},
+            default_trunk=self.trunks[0].name if self.trunks else None,
+            account_max_calls=tel.max_concurrent_account,
+            link_max_calls=tel.max_concurrent_link,
+            horizon=timedelta(seconds=min(1.0, tel.lease_s / 4)),
+        )
+        # The SIP address is this dialer's own (no two live dialers can bind it), so it makes
+        # a stable default name: a restart takes back what the previous run left at once.
+        name = tel.dialer_name or f"{socket.gethostname()}:{self.ua.host}:{self.ua.port}"
+        return Dialer(
+            self.records,
+            self.leg_for,
+            settings=settings,
+            pacing=pacing,
+            name=name[-50:].replace("/", "_"),
+            listen_url=None if self.db.is_sqlite else self.db.url,
+        )
 
     async def _start_softphone(self) -> None:
         tel = self.settings.telephony
@@ -82,12 +115,7 @@ class Telephony:
 
     async def stop(self) -> None:
         if self.dialer is not None:
-            try:
-                await asyncio.wait_for(self.dialer.stop(), STOP_GRACE_S)
-            except TimeoutError:
-                for task in list(self.dialer.active):
-                    task.cancel()
-                await asyncio.gather(*self.dialer.active, return_exceptions=True)
+            await self.dialer.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

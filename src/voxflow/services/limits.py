@@ -1,0 +1,148 @@
+"""Limits at acceptance: per destination over sliding windows, and concurrent calls.
+
+:func:`admit` runs inside initiateCall's write transaction, just before the call row is
+inserted, so that the count and the insert are one atomic step: on SQLite the write lock
+serialises every writer; on PostgreSQL a transaction-level advisory lock per (account,
+destination) makes a second request for the same number wait until the first commits, and
+its count (a new statement under READ COMMITTED) then sees the first call.
+
+What counts toward the per-destination windows: every call accepted for the account and
+number whose ``created_at`` is within the window, except a call that ended ``cancelled`` or
+``expired`` without ever being dialled (it never rang anyone). Concurrent calls are calls in
+progress (``dialing``, ``ringing``, ``answered``). A limit of 0 is unlimited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, case, func, not_, select, text
+
+from voxflow.domain.calls import IN_PROGRESS, CallStatus
+from voxflow.domain.limits import WINDOWS, Counts, Limits, passed
+from voxflow.errors import ApiError
+from voxflow.store import tables as t
+
+LIMIT_EXCEEDED = "The number of calls allowed has been exceeded"
+
+_OWN = select(*(t.account_limits.c[name] for name in Limits.names())).where(
+    t.account_limits.c.account_id == bindparam("account_id")
+)
+_NEVER_DIALLED = and_(
+    t.calls.c.status.in_([CallStatus.CANCELLED.value, CallStatus.EXPIRED.value]),
+    t.calls.c.started_at.is_(None),
+)
+_PER_DESTINATION = select(
+    *(
+        func.coalesce(func.sum(case((t.calls.c.created_at > bindparam(name), 1), else_=0)), 0)
+        for name in WINDOWS
+    )
+).where(
+    t.calls.c.account_id == bindparam("account_id"),
+    t.calls.c.destination == bindparam("destination"),
+    t.calls.c.created_at > bindparam("since"),
+    not_(_NEVER_DIALLED),
+)
+_IN_PROGRESS = select(
+    func.count(),
+    func.coalesce(func.sum(case((t.calls.c.link_pk == bindparam("link_pk"), 1), else_=0)), 0),
+).where(
+    t.calls.c.status.in_([s.value for s in IN_PROGRESS]),
+    t.calls.c.account_id == bindparam("account_id"),
+)
+_LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+def own_limits(conn: Connection, account_id: int) -> dict[str, int | None]:
+    """The account's own values (``None``: the configured default applies)."""
+    row = conn.execute(_OWN, {"account_id": account_id}).first()
+    if row is None:
+        return dict.fromkeys(Limits.names())
+    return dict(row._mapping)
+
+
+def account_limits(conn: Connection, account_id: int, defaults: Limits | None = None) -> Limits:
+    """The limits that apply to an account: its own values over ``defaults``."""
+    return (defaults or Limits()).overridden(own_limits(conn, account_id))
+
+
+def lock_destination(conn: Connection, account_id: int, destination: str) -> None:
+    """Serialise acceptances for one (account, number) until the transaction ends.
+
+    SQLite needs nothing: its write transaction already holds the database's one write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(_LOCK, {"key": f"voxflow.limits:{account_id}:{destination}"})
+
+
+def counts(
+    conn: Connection,
+    limits: Limits,
+    *,
+    account_id: int,
+    destination: str,
+    link_pk: int | None,
+    now: datetime,
+) -> Counts:
+    """The calls already there, for the limits that apply (0 for the unlimited ones)."""
+    per_destination = dict.fromkeys(WINDOWS, 0)
+    if limits.checks_destination:
+        since = {name: now - window for name, window in WINDOWS.items()}
+        row = conn.execute(
+            _PER_DESTINATION,
+            {
+                **since,
+                "since": min(since.values()),
+                "account_id": account_id,
+                "destination": destination,
+            },
+        ).one()
+        per_destination = {name: int(n) for name, n in zip(WINDOWS, row, strict=True)}
+    account = link = 0
+    if limits.checks_concurrency:
+        row = conn.execute(_IN_PROGRESS, {"account_id": account_id, "link_pk": link_pk}).one()
+        account, link = int(row[0]), int(row[1])
+    return Counts(per_destination, concurrent_account=account, concurrent_link=link)
+
+
+def admit(conn: Connection, call: Mapping[str, Any], defaults: Limits | None = None) -> None:
+    """Refuse ``call`` (the values of its new ``calls`` row) if it would pass a limit.
+
+    Call it in the write transaction that inserts the call, right before the insert.
+    """
+    limits = account_limits(conn, call["account_id"], defaults)
+    if not (limits.checks_destination or limits.checks_concurrency):
+        return
+    lock_destination(conn, call["account_id"], call["destination"])
+    found = counts(
+        conn,
+        limits,
+        account_id=call["account_id"],
+        destination=call["destination"],
+        link_pk=call["link_pk"],
+        now=call["created_at"],
+    )
+    if passed(limits, found):
+        raise ApiError(LIMIT_EXCEEDED)
+
+
+def set_own_limits(
+    conn: Connection, account_id: int, changes: Mapping[str, int | None], now: datetime
+) -> dict[str, int | None]:
+    """Change some of an account's own values (``None`` back to the default); returns them all."""
+    unknown = set(changes) - set(Limits.names())
+    if unknown:
+        raise ValueError(f"unknown limits: {', '.join(sorted(unknown))}")
+    own = {**own_limits(conn, account_id), **changes}
+    exists = conn.execute(_OWN, {"account_id": account_id}).first() is not None
+    if exists:
+        conn.execute(
+            t.account_limits.update()
+            .where(t.account_limits.c.account_id == account_id)
+            .values(**own, updated_at=now)
+        )
+    else:
+        conn.execute(t.account_limits.insert().values(account_id=account_id, updated_at=now, **own))
+    return own
