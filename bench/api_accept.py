@@ -1,9 +1,12 @@
 """initiateCall acceptance (parse, validate, commit) against a bare endpoint of the same stack.
 
-Runs one voxflow server (uvicorn, SQLite by default) and drives it with wrk at 64 concurrent
-connections: first ``GET /health`` (the bare endpoint: same server, no work), then
-``POST /Calling?v=3&method=initiateCall`` (every request stores a call). Prints requests/s,
-p50/p99 latency and the ratio. Targets: ratio >= 0.25, initiateCall p99 < 50 ms.
+Runs one voxflow server exactly as production runs it (``voxflow serve``: one process, uvicorn
+with uvloop and httptools, the dialer running, SQLite by default) and drives it with wrk at 64
+concurrent connections: first ``GET /health`` (the bare endpoint: same process, same Starlette
+stack, no work), then ``POST /Calling?v=3&method=initiateCall`` (every request stores a call).
+Prints requests/s, p50/p99 latency, the server's CPU time per request (from /proc) and the
+ratio, then checks that every 201 left a call in the database. Targets: ratio >= 0.25,
+initiateCall p99 < 50 ms.
 
     python bench/api_accept.py [--seconds 10] [--connections 64] [--db URL]
 """
@@ -11,6 +14,7 @@ p50/p99 latency and the ratio. Targets: ratio >= 0.25, initiateCall p99 < 50 ms.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -20,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import Server, start_server
+from voxflow.store import tables as t
+from voxflow.store.db import Database
 
 FLOW = (
     '<request><callFlow name="Bench"><call id="c1" label="Agent" '
@@ -42,6 +49,7 @@ class Figures:
     p99_ms: float
     requests: int
     non_2xx: int
+    cpu_us: float = float("nan")  # server CPU time (all threads) per request
 
 
 def _ms(value: str, unit: str) -> float:
@@ -63,6 +71,33 @@ def wrk(url: str, seconds: int, connections: int, script: Path | None = None) ->
         cmd += ["-s", str(script)]
     out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
     return parse_wrk(out)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads), NaN where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(
+    server: Server, url: str, seconds: int, connections: int, script: Path | None
+) -> Figures:
+    before = cpu_seconds(server.process.pid)
+    figures = wrk(url, seconds, connections, script)
+    figures.cpu_us = (cpu_seconds(server.process.pid) - before) * 1e6 / max(figures.requests, 1)
+    return figures
+
+
+def stored_calls(db_url: str) -> int:
+    db = Database(db_url)
+    try:
+        with db.read() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.calls)).scalar_one())
+    finally:
+        db.dispose()
 
 
 def prepare(server: Server) -> None:
@@ -113,6 +148,7 @@ def lua_script(server: Server, directory: Path) -> Path:
 def row(name: str, f: Figures) -> str:
     return (
         f"{name:<24}{f.rps:>12.0f}{f.p50_ms:>10.2f}{f.p99_ms:>10.2f}{f.requests:>10}{f.non_2xx:>8}"
+        f"{f.cpu_us:>10.0f}"
     )
 
 
@@ -128,27 +164,38 @@ def main() -> int:
     server = start_server(args.db)
     try:
         prepare(server)
+        db_url = args.db or f"sqlite:///{server.workdir / 'voxflow.db'}"
         with tempfile.TemporaryDirectory() as tmp:
             script = lua_script(server, Path(tmp))
             wrk(f"{server.base_url}/health", 2, args.connections)  # warm-up
-            bare = wrk(f"{server.base_url}/health", args.seconds, args.connections)
+            bare = measured(
+                server, f"{server.base_url}/health", args.seconds, args.connections, None
+            )
             url = f"{server.base_url}/Calling?v=3&method=initiateCall"
-            accept = wrk(url, args.seconds, args.connections, script)
+            before = stored_calls(db_url)
+            accept = measured(server, url, args.seconds, args.connections, script)
+            stored = stored_calls(db_url) - before
     finally:
         server.stop()
     ratio = accept.rps / bare.rps
     db = args.db or "sqlite"
     print(f"api_accept: {args.connections} connections, {args.seconds} s each, db={db}")
-    header = ("endpoint", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx")
+    header = ("endpoint", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx", "cpu us/req")
     print(
         f"{header[0]:<24}{header[1]:>12}"
         + "".join(f"{h:>10}" for h in header[2:5])
-        + f"{header[5]:>8}"
+        + f"{header[5]:>8}{header[6]:>11}"
     )
     print(row("bare GET /health", bare))
     print(row("initiateCall", accept))
     print(f"ratio initiateCall/bare: {ratio:.3f} (target >= 0.25)")
     print(f"initiateCall p99: {accept.p99_ms:.1f} ms (target < 50)")
+    # wrk counts the answers it read; requests still in flight when it stopped may add rows.
+    answered = accept.requests - accept.non_2xx
+    print(f"calls stored: {stored} for {answered} answers 201 (every 201 must be stored)")
+    if stored < answered:
+        print("FAILED: fewer calls stored than answered 201")
+        return 1
     ok = ratio >= 0.25 and accept.p99_ms < 50 and accept.non_2xx == 0
     print("targets met" if ok else "targets NOT met")
     return 0

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    import gc
+
     import uvicorn
 
     from voxflow.app import create_app
@@ -81,6 +83,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     app, db = create_app(settings, dialer=not args.no_dialer)
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
+    # Everything loaded so far (modules, tables, compiled statements) lives as long as the
+    # process. Frozen, the collector no longer walks it on every full collection, which had
+    # stopped the event loop for tens of milliseconds at a time under load (bench/api_accept.py:
+    # initiateCall p99 113 ms -> 40 ms, server CPU per call 270 -> 190 µs).
+    gc.collect()
+    gc.freeze()
     try:
         uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
     finally:

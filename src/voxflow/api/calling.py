@@ -1,13 +1,30 @@
-"""Calling::initiateCall: accept a call that follows the link's Calling Rules."""
+"""Calling::initiateCall: accept a call that follows the link's Calling Rules.
+
+The handler runs on the event loop: it reads the request (already parsed) and hands
+:func:`_accept` to the writer, which runs it inside a write transaction (on SQLite one shared
+with the other calls accepted at the same moment, see ``store.group_commit``). Every check
+that reads the database runs there, on the same snapshot the call is committed into: a link
+deleted, a flow detached or a number blocked before that transaction is seen by it.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+
+from sqlalchemy import Connection
+
 from voxflow.api import xmlcodec
-from voxflow.api.routing import Request, Result, route
+from voxflow.api.routing import Request, Result, route_async
 from voxflow.clock import wire_time
+from voxflow.domain.limits import Limits
 from voxflow.services import due_signal, idempotency, limits
-from voxflow.services.calls import prepare_call, store_call
+from voxflow.services.accounts import Account
+from voxflow.services.calls import NewCall, prepare_call, store_call
 from voxflow.services.idempotency import StoredAnswer
+from voxflow.store.db import Database
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 
@@ -24,18 +41,33 @@ def _call_variables(req: Request) -> dict[str, str]:
     return variables
 
 
-def _accept(req: Request, key: str | None, digest: str) -> StoredAnswer:
-    assert req.body is not None
-    now = req.clock.now()
+@dataclass(frozen=True)
+class Pending:
+    """An initiateCall as read from the request, before any check that needs the database."""
+
+    account: Account
+    link_id: str
+    variables: dict[str, str]
+    key: str | None
+    digest: str
+    now: datetime
+    limits: Limits  # the configured defaults, under the account's own
+
+
+@dataclass(frozen=True)
+class Accepted:
+    answer: StoredAnswer
+    call: NewCall | None  # None: a repeat answered from its Idempotency-Key
+
+
+def _accept(pending: Pending, conn: Connection) -> Accepted:
+    """Check and store one call in the writer's transaction (may raise ApiError for it alone)."""
+    account, key, now = pending.account, pending.key, pending.now
     if key is not None:
-        with req.db.read() as conn:
-            stored = idempotency.lookup(conn, req.account.id, key, digest, now)
+        stored = idempotency.lookup(conn, account.id, key, pending.digest, now)
         if stored is not None:
-            return stored
-    with req.db.read() as conn:
-        call = prepare_call(
-            conn, req.account, xmlcodec.text(req.body, "link_id") or "", _call_variables(req), now
-        )
+            return Accepted(stored, None)
+    call = prepare_call(conn, account, pending.link_id, pending.variables, now)
     answer = StoredAnswer(
         201,
         {
@@ -44,27 +76,43 @@ def _accept(req: Request, key: str | None, digest: str) -> StoredAnswer:
             "scheduled_for": wire_time(call.due_at),
         },
     )
-    with req.db.write() as conn:
-        if key is not None:
-            # Looked up again under the write lock: another request may have won meanwhile.
-            stored = idempotency.lookup(conn, req.account.id, key, digest, now)
-            if stored is not None:
-                return stored
-            idempotency.remember(
-                conn, account_id=req.account.id, key=key, digest=digest, answer=answer, now=now
-            )
-        limits.admit(conn, call.row, req.limits)
-        store_call(conn, call)
-    due_signal.announce(req.db, call.due_at, due_now=call.delay_minutes == 0)
-    return answer
+    if key is not None:
+        idempotency.remember(
+            conn, account_id=account.id, key=key, digest=pending.digest, answer=answer, now=now
+        )
+    # Counted in this transaction: on SQLite it sees the calls of the batch before this one.
+    limits.admit(conn, call.row, pending.limits)
+    store_call(conn, call)
+    return Accepted(answer, call)
 
 
-@route("Calling", "initiateCall", "POST")
-def initiate_call(req: Request) -> Result:
+def _announcer(db: Database) -> Callable[[Accepted], None]:
+    """Tell the dialers about a new call, once it is committed (on the writer's thread)."""
+
+    def announce(accepted: Accepted) -> None:
+        if accepted.call is not None:
+            call = accepted.call
+            due_signal.announce(db, call.due_at, due_now=call.delay_minutes == 0)
+
+    return announce
+
+
+@route_async("Calling", "initiateCall", "POST")
+async def initiate_call(req: Request) -> Result:
+    assert req.body is not None and req.writer is not None
     raw_key = req.headers.get(IDEMPOTENCY_HEADER)
     key = idempotency.check_key(raw_key) if raw_key is not None else None
-    digest = idempotency.request_hash("Calling::initiateCall", req.raw_body)
-    # Two requests racing with one key on PostgreSQL: the loser's insert of the key breaks the
-    # primary key, and the edge runs it again (api.http._run); it then finds the winner's answer.
-    answer = _accept(req, key, digest)
-    return Result(answer.status, dict(answer.tree))
+    pending = Pending(
+        account=req.account,
+        link_id=xmlcodec.text(req.body, "link_id") or "",
+        variables=_call_variables(req),
+        key=key,
+        digest=idempotency.request_hash("Calling::initiateCall", req.raw_body),
+        now=req.clock.now(),
+        limits=req.limits,
+    )
+    # Two requests with one key: on SQLite the writer runs them one after the other, so the
+    # second finds the first's row; on PostgreSQL the loser's insert of the key breaks the
+    # primary key and the writer runs it again, and it then finds the winner's answer.
+    accepted = await req.writer.run(partial(_accept, pending), _announcer(req.db))
+    return Result(accepted.answer.status, dict(accepted.answer.tree))

@@ -1,17 +1,21 @@
 """The HTTP edge: one Starlette endpoint that authenticates, routes and renders.
 
 Order of checks for every request: body size, authentication (401, always XML), the query
-string, ``output``, ``v``, interface and method, verb, body. The event loop only reads the
-request; checks, handler and rendering run in one worker thread. Nothing a client sends can
-produce a traceback in a body.
+string, ``output``, ``v``, interface and method, verb, body. These run on the event loop: they
+are CPU only, and a verified key is remembered (``Authenticator.remembered``); only a key not
+seen in the last seconds is checked against the database, in a worker thread. A plain handler
+then runs, with the body's parsing and the rendering, in one worker thread. A method
+registered with ``route_async`` (initiateCall) runs on the loop and hands its database work to
+the group-committing writer (``store.group_commit``). Nothing a client sends can produce a
+traceback in a body.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 
+from lxml import etree
 from sqlalchemy.exc import IntegrityError
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -21,18 +25,22 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import Lifespan, Receive, Scope, Send
 
-from voxflow import errors
+from voxflow import errors, ids
 from voxflow.api import routing, xmlcodec
 from voxflow.api.routing import Request, Result
 from voxflow.clock import Clock
 from voxflow.domain.limits import Limits
 from voxflow.errors import ApiError
-from voxflow.services.accounts import Authenticator
+from voxflow.services.accounts import Account, Authenticator
 from voxflow.store.db import Database
+from voxflow.store.group_commit import writer_for
 
 log = logging.getLogger("voxflow.api")
 
 BODY_VERBS = frozenset({"POST", "PUT"})
+# A body up to this size is parsed on the event loop for a method that runs there (a few
+# hundred microseconds at most); a larger one is parsed in a worker thread.
+LOOP_PARSE_MAX_BYTES = 64 * 1024
 
 
 class _TooLarge(Exception):
@@ -87,7 +95,7 @@ def _check_version(query: dict[str, str]) -> None:
 
 @dataclass(frozen=True)
 class Incoming:
-    """What the edge read from the connection, handed to the worker thread."""
+    """What the edge read from the connection."""
 
     verb: str
     path: str
@@ -97,15 +105,34 @@ class Incoming:
     address: str | None
 
 
+class _Output:
+    """The ``output`` asked for, once it is known (errors before that are XML)."""
+
+    value = "XML"
+
+
+def _method_of(incoming: Incoming, output: _Output) -> routing.Method:
+    query = incoming.query
+    if any("\x00" in k or "\x00" in v for k, v in query.items()):
+        raise ApiError(errors.QUERY_STRING_INVALID)
+    output.value = _output_of(query)
+    _check_version(query)
+    method = routing.resolve(incoming.path.strip("/"), query.get("method"))
+    if incoming.verb != method.verb:
+        raise ApiError(errors.verb_mismatch(method.verb, incoming.verb))
+    return method
+
+
 class ApiEndpoint:
     def __init__(self, db: Database, clock: Clock, limits: Limits | None = None) -> None:
         self.db = db
         self.clock = clock
         self.limits = limits or Limits()
         self.auth = Authenticator(db)
+        self.writer = writer_for(db, refusals=(ApiError,))
 
     async def handle(self, request: HttpRequest) -> Response:
-        request_id = uuid.uuid4().hex[:16]
+        request_id = ids.request_id()
         try:
             raw = await _read_body(request)
         except _TooLarge:
@@ -120,45 +147,68 @@ class ApiEndpoint:
             raw=raw,
             address=request.client.host if request.client else None,
         )
-        # Everything else runs in one worker thread: the event loop only moves bytes.
-        return await run_in_threadpool(self.process, incoming, request_id)
-
-    def process(self, incoming: Incoming, request_id: str) -> Response:
-        output = "XML"
+        output = _Output()
         try:
-            account = self.auth.authenticate(
-                incoming.headers.get("username", ""),
-                incoming.headers.get("securekey", ""),
-                incoming.address,
-            )
-            if account is None:
-                raise ApiError(errors.UNAUTHORIZED, status=401)
-            query = incoming.query
-            if any("\x00" in k or "\x00" in v for k, v in query.items()):
-                raise ApiError(errors.QUERY_STRING_INVALID)
-            output = _output_of(query)
-            _check_version(query)
-            method = routing.resolve(incoming.path.strip("/"), query.get("method"))
-            if incoming.verb != method.verb:
-                raise ApiError(errors.verb_mismatch(method.verb, incoming.verb))
-            body = xmlcodec.parse_request(incoming.raw) if method.verb in BODY_VERBS else None
-            call = Request(
-                account=account,
-                query=query,
-                body=body,
-                headers=incoming.headers,
-                raw_body=incoming.raw,
-                db=self.db,
-                clock=self.clock,
-                output=output,
-                limits=self.limits,
-            )
-            return _result_response(_run(method.handler, call), output, request_id)
+            return await self._respond(incoming, output, request_id)
         except ApiError as err:
-            return _error_response(err, output if err.status != 401 else "XML", request_id)
+            return _error_response(err, output.value if err.status != 401 else "XML", request_id)
         except Exception:
             log.exception("unhandled error request_id=%s path=%s", request_id, incoming.path)
-            return _error_response(ApiError(errors.INTERNAL, status=500), output, request_id)
+            return _error_response(ApiError(errors.INTERNAL, status=500), output.value, request_id)
+
+    async def _respond(self, incoming: Incoming, output: _Output, request_id: str) -> Response:
+        username = incoming.headers.get("username", "")
+        key = incoming.headers.get("securekey", "")
+        account = self.auth.remembered(username, key, incoming.address)
+        if account is None:
+            account = await run_in_threadpool(
+                self.auth.authenticate, username, key, incoming.address
+            )
+        if account is None:
+            raise ApiError(errors.UNAUTHORIZED, status=401)
+        method = _method_of(incoming, output)
+        if method.on_loop is None:
+            # One worker thread parses the body, runs the handler and renders the answer.
+            return await run_in_threadpool(
+                self._in_thread, method, incoming, account, output.value, request_id
+            )
+        body = None
+        if method.verb in BODY_VERBS:
+            if len(incoming.raw) <= LOOP_PARSE_MAX_BYTES:
+                body = xmlcodec.parse_request(incoming.raw)
+            else:
+                body = await run_in_threadpool(xmlcodec.parse_request, incoming.raw)
+        result = await method.on_loop(self._request(incoming, account, body, output.value))
+        return _result_response(result, output.value, request_id)
+
+    def _in_thread(
+        self,
+        method: routing.Method,
+        incoming: Incoming,
+        account: Account,
+        output: str,
+        request_id: str,
+    ) -> Response:
+        assert method.handler is not None
+        body = xmlcodec.parse_request(incoming.raw) if method.verb in BODY_VERBS else None
+        result = _run(method.handler, self._request(incoming, account, body, output))
+        return _result_response(result, output, request_id)
+
+    def _request(
+        self, incoming: Incoming, account: Account, body: etree._Element | None, output: str
+    ) -> Request:
+        return Request(
+            account=account,
+            query=incoming.query,
+            body=body,
+            headers=incoming.headers,
+            raw_body=incoming.raw,
+            db=self.db,
+            clock=self.clock,
+            output=output,
+            limits=self.limits,
+            writer=self.writer,
+        )
 
 
 def _run(handler: routing.Handler, call: Request) -> Result:

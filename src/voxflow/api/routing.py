@@ -2,12 +2,15 @@
 
 Interface modules register their handlers with :func:`route`; the HTTP edge looks them up
 with :func:`resolve`. A handler is a plain function of a :class:`Request` that returns a
-:class:`Result` and raises :class:`~voxflow.errors.ApiError` for anything the client got wrong.
+:class:`Result` and raises :class:`~voxflow.errors.ApiError` for anything the client got wrong;
+the edge runs it in a worker thread. A method registered with :func:`route_async` is a
+coroutine run on the event loop: it must not block, and hands its database work to
+``Request.writer`` (initiateCall, whose writes are group-committed).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from voxflow.clock import Clock
     from voxflow.services.accounts import Account
     from voxflow.store.db import Database
+    from voxflow.store.group_commit import Writer
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Request:
     clock: Clock
     output: str = "XML"
     limits: Limits = field(default_factory=Limits)  # the configured defaults ([limits])
+    writer: Writer | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Result:
 
 
 Handler = Callable[[Request], Result]
+AsyncHandler = Callable[[Request], Awaitable[Result]]
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,8 @@ class Method:
     interface: str
     name: str
     verb: str
-    handler: Handler
+    handler: Handler | None
+    on_loop: AsyncHandler | None = None
 
 
 _TABLE: dict[tuple[str, str], Method] = {}
@@ -68,14 +75,28 @@ def route(interface: str, name: str, verb: str) -> Callable[[Handler], Handler]:
     """Register ``handler`` as ``interface::name``; registering a pair twice is a bug."""
 
     def register(handler: Handler) -> Handler:
-        key = (interface.lower(), name.lower())
-        if key in _TABLE:
-            raise RuntimeError(f"{interface}::{name} is registered twice")
-        _TABLE[key] = Method(interface, name, verb, handler)
-        _INTERFACES[interface.lower()] = interface
+        _register(Method(interface, name, verb, handler))
         return handler
 
     return register
+
+
+def route_async(interface: str, name: str, verb: str) -> Callable[[AsyncHandler], AsyncHandler]:
+    """Register a coroutine that runs on the event loop (it must never block)."""
+
+    def register(handler: AsyncHandler) -> AsyncHandler:
+        _register(Method(interface, name, verb, None, handler))
+        return handler
+
+    return register
+
+
+def _register(method: Method) -> None:
+    key = (method.interface.lower(), method.name.lower())
+    if key in _TABLE:
+        raise RuntimeError(f"{method.interface}::{method.name} is registered twice")
+    _TABLE[key] = method
+    _INTERFACES[method.interface.lower()] = method.interface
 
 
 def resolve(interface: str, method: str | None) -> Method:

@@ -111,6 +111,16 @@ class Authenticator:
         self.ttl_s = ttl_s
         self._verified: dict[tuple[str, str], _Verified] = {}
 
+    def remembered(self, username: str, key: str, address: str | None) -> Account | None:
+        """The account when this pair was verified less than ``ttl_s`` ago and the address is
+        allowed; None means "ask :meth:`authenticate`" (which may read the database)."""
+        known = self._verified.get((username, hash_key(key)))
+        if known is None or known.until <= time.monotonic():
+            return None
+        if not _address_allowed(known.allow_ips, address):
+            return None
+        return known.account
+
     def authenticate(self, username: str, key: str, address: str | None) -> Account | None:
         digest = hash_key(key)
         now = time.monotonic()

@@ -12,9 +12,11 @@ from sqlalchemy import Connection, bindparam, select
 
 from voxflow.domain.blocking import BlockException, BlockRule
 from voxflow.store import tables as t
+from voxflow.store.raw import RawStatement
 
 _bn = t.blocked_numbers
-_RULES_OF_ACCOUNT = (
+# Read by every initiateCall: run on the driver (see store.raw).
+_RULES_OF_ACCOUNT = RawStatement(
     select(_bn.c.number, _bn.c.in_or_out, _bn.c.operator, _bn.c.default_action, _bn.c.exceptions)
     .where(_bn.c.account_id == bindparam("account_id"))
     .order_by(_bn.c.id)
@@ -24,10 +26,10 @@ _RULES_OF_ACCOUNT = (
 def load_rules(conn: Connection, account_id: int) -> list[BlockRule]:
     """Every blocked-number rule of the account."""
     return [
-        BlockRule(
-            r.number, r.in_or_out, r.operator, r.default_action, load_exceptions(r.exceptions)
+        BlockRule(number, in_or_out, operator, action, load_exceptions(exceptions))
+        for number, in_or_out, operator, action, exceptions in _RULES_OF_ACCOUNT.rows(
+            conn, {"account_id": account_id}
         )
-        for r in conn.execute(_RULES_OF_ACCOUNT, {"account_id": account_id})
     ]
 
 

@@ -2,15 +2,15 @@
 
 :func:`prepare_call` validates in a read transaction and freezes what placing the call needs
 later: the flow with the link's values filled in, the call variables, the number, the keypress
-plan and the due time. :func:`store_call` writes it, in the caller's write transaction, so the
-write lock is held only for the inserts. Nothing is written unless every check passed.
-Statements are built once at import: SQLAlchemy then reuses their compiled form.
+plan and the due time. :func:`store_call` writes it. initiateCall runs both in one write
+transaction (see ``api.calling``), so the checks see what the call is committed with. Nothing
+is written unless every check passed. The statements run straight on the driver
+(``store.raw``): they are on the path of every accepted call.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,6 +20,7 @@ from typing import Any
 from lxml import etree
 from sqlalchemy import Connection, bindparam, select
 
+from voxflow import ids
 from voxflow.domain.blocking import blocked
 from voxflow.domain.calls import MAX_DELAY_MINUTES, CallStatus
 from voxflow.domain.dialstring import DialString, DialStringError, parse_dial_string
@@ -31,6 +32,7 @@ from voxflow.services.accounts import Account
 from voxflow.services.blocked_numbers import load_rules
 from voxflow.services.flows import canonical_xml, load_values
 from voxflow.store import tables as t
+from voxflow.store.raw import RawStatement
 
 LINK_ID_EMPTY = "Link ID Empty"
 LINK_DOES_NOT_EXIST = "Link ID does not exist"
@@ -40,7 +42,7 @@ DELAY_INVALID = "Call Variable delay Invalid"
 DESTINATION = "call_destination"
 DELAY = "delay"
 
-_LINK_WITH_FLOW = (
+_LINK_WITH_FLOW = RawStatement(
     select(
         t.links.c.id,
         t.links.c.rule_values,
@@ -58,8 +60,8 @@ _LINK_WITH_FLOW = (
         t.links.c.account_id == bindparam("account_id"), t.links.c.link_id == bindparam("link_id")
     )
 )
-_INSERT_CALL = t.calls.insert()
-_INSERT_EVENT = t.call_events.insert()
+_INSERT_CALL = RawStatement(t.calls.insert().returning(t.calls.c.id))
+_INSERT_EVENT = RawStatement(t.call_events.insert())
 
 
 def variable_empty(name: str) -> str:
@@ -140,12 +142,13 @@ def prepare_call(
     """Validate an initiateCall (reads only) and build its call row."""
     if not link_id:
         raise ApiError(LINK_ID_EMPTY)
-    link = conn.execute(_LINK_WITH_FLOW, {"account_id": account.id, "link_id": link_id}).first()
+    link = _LINK_WITH_FLOW.first(conn, {"account_id": account.id, "link_id": link_id})
     if link is None:
         raise ApiError(LINK_DOES_NOT_EXIST)
-    if link.flow_pk is None:
+    link_pk, rule_values, trunk, node_id, flow_pk, flow_xml = link
+    if flow_pk is None:
         raise ApiError(LINK_HAS_NO_RULES)
-    flow = resolve_flow(link.flow_xml, link.rule_values)
+    flow = resolve_flow(flow_xml, rule_values)
     errs = ErrorList()
     dial = _destination(variables, errs)
     for name in flow.variables:
@@ -160,19 +163,19 @@ def prepare_call(
     errs.raise_if_any()
     assert dial is not None
     row = {
-        "call_id": str(uuid.uuid4()),
+        "call_id": str(ids.uuid4()),
         "account_id": account.id,
-        "link_pk": link.id,
+        "link_pk": link_pk,
         "link_id": link_id,
-        "node_id": link.node_id,
+        "node_id": node_id,
         "call_flow_name": flow.name,
         "flow_xml": flow.xml,
-        "rule_values": link.rule_values,
+        "rule_values": rule_values,
         "variables": json.dumps(dict(variables), sort_keys=True),
         "destination": dial.number,
         "dial_string": variables[DESTINATION],
         "keypresses": json.dumps([k.to_json() for k in dial.keypresses]),
-        "trunk": link.trunk,
+        "trunk": trunk,
         "status": (CallStatus.SCHEDULED if delay else CallStatus.QUEUED).value,
         "created_at": now,
         "due_at": now + timedelta(minutes=delay),
@@ -184,16 +187,15 @@ def prepare_call(
 def store_call(conn: Connection, call: NewCall) -> None:
     """Insert the call row, its first event and its status callback (in the caller's write
     transaction)."""
-    call_pk = conn.execute(_INSERT_CALL, call.row).inserted_primary_key
-    assert call_pk is not None
+    (call_pk,) = _INSERT_CALL.rows(conn, call.row)[0]
     detail = {"delay_minutes": call.delay_minutes, "due_at": call.due_at.isoformat(sep=" ")}
-    conn.execute(
-        _INSERT_EVENT,
+    _INSERT_EVENT.insert(
+        conn,
         {
-            "call_pk": call_pk[0],
+            "call_pk": call_pk,
             "at": call.row["created_at"],
             "kind": call.row["status"],
             "detail": json.dumps(detail),
         },
     )
-    callbacks.enqueue(conn, call_pk[0], call.row["status"], call.row["created_at"], detail)
+    callbacks.enqueue(conn, call_pk, call.row["status"], call.row["created_at"], detail)

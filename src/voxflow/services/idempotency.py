@@ -13,15 +13,26 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from voxflow.errors import ApiError
 from voxflow.store import tables as t
+from voxflow.store.raw import RawStatement
 
 TTL = timedelta(hours=24)
 KEY_MAX = 255
 KEY_REUSED = "Idempotency-Key already used with a different request"
 KEY_INVALID = "Idempotency-Key Invalid"
+
+
+_ik = t.idempotency_keys
+_KEY = (_ik.c.account_id == bindparam("account_id")) & (_ik.c.key == bindparam("key"))
+# On initiateCall's path: run on the driver (store.raw).
+_LOOKUP = RawStatement(
+    select(_ik.c.request_hash, _ik.c.status, _ik.c.body, _ik.c.created_at).where(_KEY)
+)
+_INSERT = RawStatement(_ik.insert())
+_DELETE = _ik.delete().where(_KEY)
 
 
 @dataclass(frozen=True)
@@ -45,23 +56,16 @@ def lookup(
     conn: Connection, account_id: int, key: str, digest: str, now: datetime
 ) -> StoredAnswer | None:
     """The stored answer for this key, None when the key is new (or expired and now removed)."""
-    row = conn.execute(
-        select(t.idempotency_keys).where(
-            t.idempotency_keys.c.account_id == account_id, t.idempotency_keys.c.key == key
-        )
-    ).first()
+    row = _LOOKUP.first(conn, {"account_id": account_id, "key": key})
     if row is None:
         return None
-    if row.created_at < now - TTL:
-        conn.execute(
-            t.idempotency_keys.delete().where(
-                t.idempotency_keys.c.account_id == account_id, t.idempotency_keys.c.key == key
-            )
-        )
+    request_hash, status, body, created_at = row
+    if created_at < now - TTL:
+        conn.execute(_DELETE, {"account_id": account_id, "key": key})
         return None
-    if row.request_hash != digest:
+    if request_hash != digest:
         raise ApiError(KEY_REUSED, status=409)
-    return StoredAnswer(row.status, json.loads(row.body))
+    return StoredAnswer(status, json.loads(bytes(body)))
 
 
 def remember(
@@ -73,13 +77,14 @@ def remember(
     answer: StoredAnswer,
     now: datetime,
 ) -> None:
-    conn.execute(
-        t.idempotency_keys.insert().values(
-            account_id=account_id,
-            key=key,
-            request_hash=digest,
-            status=answer.status,
-            body=json.dumps(answer.tree).encode(),
-            created_at=now,
-        )
+    _INSERT.insert(
+        conn,
+        {
+            "account_id": account_id,
+            "key": key,
+            "request_hash": digest,
+            "status": answer.status,
+            "body": json.dumps(answer.tree).encode(),
+            "created_at": now,
+        },
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -83,6 +83,7 @@ class Database:
         # SQLite has one writer at a time. Queuing this process's writers on a lock is fair and
         # immediate; left to SQLite's busy handler they would poll with sleeps of up to 100 ms.
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._on_dispose: list[Callable[[], None]] = []
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
             event.listen(self.engine, "begin", _sqlite_begin)
@@ -100,7 +101,20 @@ class Database:
             with self.engine.connect() as conn, conn.begin():
                 yield conn
             return
+        # The lock first: a writer waiting for it holds no pooled connection.
         with self._write_lock, self.engine.connect() as conn:
+            writer = conn.execution_options(write=True)
+            with writer.begin():
+                yield writer
+
+    @contextmanager
+    def write_on(self, conn: Connection) -> Iterator[Connection]:
+        """A write transaction on a connection the caller holds (a dedicated writer's)."""
+        if self._write_lock is None:
+            with conn.begin():
+                yield conn
+            return
+        with self._write_lock:
             writer = conn.execution_options(write=True)
             with writer.begin():
                 yield writer
@@ -120,5 +134,11 @@ class Database:
         except OSError as exc:
             raise DatabaseError(f"cannot open the database: {exc}") from None
 
+    def on_dispose(self, close: Callable[[], None]) -> None:
+        """Run ``close`` when the database is disposed (writer threads that use it)."""
+        self._on_dispose.append(close)
+
     def dispose(self) -> None:
+        while self._on_dispose:
+            self._on_dispose.pop()()
         self.engine.dispose()

@@ -1,0 +1,79 @@
+"""The shortcuts on initiateCall's path give what the general code gives."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+from lxml import etree
+
+from voxflow import ids
+from voxflow.api import xmlcodec
+
+TAGS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,12}", fullmatch=True)
+TEXTS = st.one_of(
+    st.from_regex(r"[A-Za-z0-9 _.:,@+/-]{0,20}", fullmatch=True),
+    st.text(max_size=12),  # anything: the shortcut must step aside for what needs escaping
+)
+
+
+def with_lxml(root_tag: str, tree: dict[str, str]) -> bytes:
+    root = etree.Element(root_tag)
+    for tag, value in tree.items():
+        etree.SubElement(root, tag).text = value
+    return xmlcodec.XML_DECLARATION + etree.tostring(root, encoding="utf-8")
+
+
+@given(root=TAGS, tree=st.dictionaries(TAGS, TEXTS, max_size=5))
+def test_a_flat_answer_is_written_as_lxml_writes_it(root: str, tree: dict[str, str]) -> None:
+    plain = xmlcodec._plain_xml(root, tree)
+    if plain is not None:
+        assert plain == with_lxml(root, tree)
+
+
+def test_initiate_calls_answer_takes_the_shortcut() -> None:
+    tree = {
+        "call_id": str(uuid.uuid4()),
+        "status": "queued",
+        "scheduled_for": "2026-11-26 18:00:00",
+    }
+    assert xmlcodec._plain_xml("response", tree) == with_lxml("response", tree)
+    assert xmlcodec.to_xml("response", tree) == with_lxml("response", tree)
+    # Text that needs escaping goes through lxml.
+    assert xmlcodec._plain_xml("response", {"a": "x<y"}) is None
+    assert xmlcodec.to_xml("response", {"a": "x<y & z"}).endswith(
+        b"<response><a>x&lt;y &amp; z</a></response>"
+    )
+
+
+def test_bodies_with_few_elements_skip_the_depth_walk_but_deep_ones_are_refused() -> None:
+    deep = b"<request>" + b"<a>" * 40 + b"x" + b"</a>" * 40 + b"</request>"
+    try:
+        xmlcodec.parse_request(deep)
+    except xmlcodec.ApiError as err:
+        assert err.items[0].message.startswith("XML parse error. Document is nested too deeply")
+    else:
+        raise AssertionError("a body nested 41 deep was accepted")
+
+
+def test_uuids_are_version_4_and_distinct() -> None:
+    made = [ids.uuid4() for _ in range(5000)]
+    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in made)
+    assert len(set(made)) == len(made)
+    assert len({ids.request_id() for _ in range(5000)}) == 5000
+
+
+def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
+    ids.uuid4()  # the buffer now holds bytes a child would inherit
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id and leave at once
+        os.write(write, ids.uuid4().bytes)
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 16)
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert child != ids.uuid4().bytes
