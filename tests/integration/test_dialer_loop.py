@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
@@ -235,3 +237,39 @@ async def test_renewed_leases_keep_a_long_call_from_being_reconciled(
     assert other_round() == 1
     assert events_of(server, call_id)[0] == "unknown"
     await dialer.stop(grace_s=0)
+
+
+async def test_a_due_call_moves_to_dialing_while_the_default_executor_is_busy(
+    server: RunningServer,
+) -> None:
+    """Claim rounds and moves to ``dialing`` run on the dialer's own threads: a backlog of
+    bookkeeping writes (status moves, events: the loop's default executor) does not hold up
+    the INVITE of a call that is due."""
+    api = setup(server)
+    call_id = initiate(api, "441111")
+    loop = asyncio.get_running_loop()
+    busy = ThreadPoolExecutor(2)
+    loop.set_default_executor(busy)
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait) for _ in range(2)]
+    dialer = Dialer(CallRecords(server.db, SystemClock()), quick, settings=SLEEPY)
+    try:
+        assert await asyncio.wait_for(dialer.dial_due(), PLACED_WITHIN_S) == 1
+
+        async def dialing() -> None:
+            while True:
+                with server.db.read() as conn:
+                    status = conn.execute(
+                        select(t.calls.c.status).where(t.calls.c.call_id == call_id)
+                    ).scalar_one()
+                if status != "queued":
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(dialing(), PLACED_WITHIN_S)
+        assert not any(b.done() for b in blockers)  # the default executor was busy all along
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+        await wait_status(server, call_id, "completed")
+        await dialer.stop()
