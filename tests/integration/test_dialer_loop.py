@@ -16,7 +16,7 @@ from tests.integration.test_dialer_sandbox import FakeClock, events_of, initiate
 from tests.support import RunningServer
 from voxflow.clock import SystemClock
 from voxflow.domain.dispatch import TrunkPace
-from voxflow.scheduling.dialer import Dialer, DialerSettings, LegPlan
+from voxflow.scheduling.dialer import RECORDING_THREADS, Dialer, DialerSettings, LegPlan
 from voxflow.services.call_leases import CallLeases, Pacing
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.store import tables as t
@@ -239,20 +239,22 @@ async def test_renewed_leases_keep_a_long_call_from_being_reconciled(
     await dialer.stop(grace_s=0)
 
 
-async def test_a_due_call_moves_to_dialing_while_the_default_executor_is_busy(
+async def test_a_due_call_moves_to_dialing_while_the_recording_threads_are_busy(
     server: RunningServer,
 ) -> None:
     """Claim rounds and moves to ``dialing`` run on the dialer's own threads: a backlog of
-    bookkeeping writes (status moves, events: the loop's default executor) does not hold up
-    the INVITE of a call that is due."""
+    bookkeeping writes (status moves and events of calls in progress, on their own pool) or a
+    busy default executor does not hold up the INVITE of a call that is due."""
     api = setup(server)
     call_id = initiate(api, "441111")
     loop = asyncio.get_running_loop()
-    busy = ThreadPoolExecutor(2)
-    loop.set_default_executor(busy)
+    loop.set_default_executor(ThreadPoolExecutor(2))
+    dialer = Dialer(CallRecords(server.db, SystemClock()), quick, settings=SLEEPY)
     release = threading.Event()
     blockers = [loop.run_in_executor(None, release.wait) for _ in range(2)]
-    dialer = Dialer(CallRecords(server.db, SystemClock()), quick, settings=SLEEPY)
+    blockers += [
+        loop.run_in_executor(dialer._recording, release.wait) for _ in range(RECORDING_THREADS)
+    ]
     try:
         assert await asyncio.wait_for(dialer.dial_due(), PLACED_WITHIN_S) == 1
 
@@ -267,7 +269,7 @@ async def test_a_due_call_moves_to_dialing_while_the_default_executor_is_busy(
                 await asyncio.sleep(0.05)
 
         await asyncio.wait_for(dialing(), PLACED_WITHIN_S)
-        assert not any(b.done() for b in blockers)  # the default executor was busy all along
+        assert not any(b.done() for b in blockers)  # every other thread was busy all along
     finally:
         release.set()
         await asyncio.gather(*blockers)
