@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from tests.integration.test_dialer_sandbox import FakeClock, events_of, initiate
 from tests.support import RunningServer
 from voxflow.clock import SystemClock
 from voxflow.domain.dispatch import TrunkPace
-from voxflow.scheduling.dialer import Dialer, DialerSettings, LegPlan
+from voxflow.scheduling.dialer import RECORDING_THREADS, Dialer, DialerSettings, LegPlan
 from voxflow.services.call_leases import CallLeases, Pacing
 from voxflow.services.call_records import CallRecords, DueCall
 from voxflow.store import tables as t
@@ -235,3 +237,41 @@ async def test_renewed_leases_keep_a_long_call_from_being_reconciled(
     assert other_round() == 1
     assert events_of(server, call_id)[0] == "unknown"
     await dialer.stop(grace_s=0)
+
+
+async def test_a_due_call_moves_to_dialing_while_the_recording_threads_are_busy(
+    server: RunningServer,
+) -> None:
+    """Claim rounds and moves to ``dialing`` run on the dialer's own threads: a backlog of
+    bookkeeping writes (status moves and events of calls in progress, on their own pool) or a
+    busy default executor does not hold up the INVITE of a call that is due."""
+    api = setup(server)
+    call_id = initiate(api, "441111")
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(2))
+    dialer = Dialer(CallRecords(server.db, SystemClock()), quick, settings=SLEEPY)
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait) for _ in range(2)]
+    blockers += [
+        loop.run_in_executor(dialer._recording, release.wait) for _ in range(RECORDING_THREADS)
+    ]
+    try:
+        assert await asyncio.wait_for(dialer.dial_due(), PLACED_WITHIN_S) == 1
+
+        async def dialing() -> None:
+            while True:
+                with server.db.read() as conn:
+                    status = conn.execute(
+                        select(t.calls.c.status).where(t.calls.c.call_id == call_id)
+                    ).scalar_one()
+                if status != "queued":
+                    return
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(dialing(), PLACED_WITHIN_S)
+        assert not any(b.done() for b in blockers)  # every other thread was busy all along
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+        await wait_status(server, call_id, "completed")
+        await dialer.stop()

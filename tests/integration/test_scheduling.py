@@ -145,7 +145,8 @@ def test_catch_up_places_oldest_first_and_expires_the_too_late(server: RunningSe
     round_ = claim(leases, "d/1", max_lateness=timedelta(hours=1))
     assert ids(round_) == [made["c"], made["a"], made["d"]]
     assert round_.expired == 1
-    assert round_.wake_at == now + timedelta(seconds=600)  # the next due call
+    # The next due call, half a horizon (1 s) before it: it is claimed ahead of its time.
+    assert round_.wake_at == now + timedelta(seconds=600) - timedelta(milliseconds=500)
     late = row(server, made["b"])
     assert late.status == "expired" and "max_lateness_s (3600 s)" in late.status_reason  # type: ignore[attr-defined]
     _, events = events_of(server, made["b"])
@@ -310,3 +311,26 @@ def test_a_backlog_on_a_full_trunk_does_not_hold_up_another_trunk(server: Runnin
     assert ids(claim(leases, "d/1", pacing=pacing, room=1)) == [on_b]
     again = claim(leases, "d/1", pacing=pacing, room=1)
     assert again.claims == [] and again.waiting_for_capacity  # a's calls wait, in due order
+
+
+def test_calls_are_claimed_ahead_within_the_horizon_and_sent_at_their_due_time(
+    server: RunningServer,
+) -> None:
+    api = setup(server)
+    soon, later = initiate(api, "44501", delay=1), initiate(api, "44502", delay=1)
+    clock = FakeClock()
+    _set_due(server, soon, clock.at + timedelta(milliseconds=600))
+    _set_due(server, later, clock.at + timedelta(seconds=3))
+    leases = CallLeases(server.db, clock)
+    pacing = Pacing(trunks={}, default_trunk=None, horizon=timedelta(seconds=1))
+    first = claim(leases, "a/1", pacing=pacing)
+    # Not due yet, but within the horizon: claimed now, to be sent exactly when it is due.
+    assert ids(first) == [soon]
+    assert first.claims[0].slot == clock.at + timedelta(milliseconds=600)
+    # The next call is looked at again half a horizon before it is due.
+    assert first.wake_at == clock.at + timedelta(milliseconds=2500)
+    assert claim(leases, "b/1", pacing=pacing).claims == []  # a holds it; the other is far
+    # A restart of the same dialer gives back its claims that are not due yet, too.
+    assert leases.recover("a/2") == (1, 0)
+    again = claim(leases, "b/1", pacing=pacing)
+    assert ids(again) == [soon] and again.claims[0].slot == first.claims[0].slot

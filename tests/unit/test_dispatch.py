@@ -108,3 +108,19 @@ def test_lease_owner_keeps_the_stable_name() -> None:
     assert dialer_name(owner) == "host:10.0.0.1:5080"
     assert dialer_name("legacy") == "legacy"
     assert len(lease_owner("x" * 80, "y" * 40)) <= 64
+
+
+def test_calls_due_within_the_horizon_are_claimed_ahead_with_their_due_time_as_slot() -> None:
+    trunks = {"t": TrunkState(cps=10, max_calls=100)}
+    soon = [
+        Candidate(1, T0 + timedelta(milliseconds=300), "t", 1, 10),
+        Candidate(2, T0 + timedelta(milliseconds=320), "t", 1, 10),  # 100 ms after 1 by pacing
+        Candidate(3, T0 + timedelta(milliseconds=700), None, 1, 10),  # no trunk: its due time
+    ]
+    plan = plan_claims(soon, now=T0, room=10, horizon=S, trunks=trunks, accounts={}, links={})
+    assert plan.slots == {
+        1: T0 + timedelta(milliseconds=300),
+        2: T0 + timedelta(milliseconds=400),
+        3: T0 + timedelta(milliseconds=700),
+    }
+    assert trunks["t"].tat == T0 + timedelta(milliseconds=500)

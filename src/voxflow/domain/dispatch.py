@@ -12,6 +12,10 @@ A claim round looks at the due calls oldest first and takes each one that fits:
 
 A call that does not fit stays where it is (unclaimed, in due order) and is taken in a later
 round: nothing is dropped. The round also says when it is worth looking again.
+
+Calls are claimed *ahead*: a call that falls due within ``horizon`` is claimed before it is due
+and its slot is never before its due time (``max(TAT, due_at)``), so the dialer waits for the
+exact moment with a timer of its own, and how often claim rounds run does not make calls late.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ class Plan:
 def gcra_slot(
     tat: datetime | None, now: datetime, interval: timedelta
 ) -> tuple[datetime, datetime]:
-    """The send slot of the next call and the trunk's TAT after it (GCRA, no burst)."""
+    """The send slot of the next call arriving at ``now`` (its due time, or the present if
+    that is later) and the trunk's TAT after it (GCRA, no burst)."""
     slot = now if tat is None or tat < now else tat
     return slot, slot + interval
 
@@ -115,9 +120,9 @@ def plan_claims(
         if account.full or link.full or (trunk is not None and trunk.busy >= trunk.max_calls):
             plan.waiting_for_capacity = True
             continue
-        slot = now
+        slot = max(now, call.due_at)  # claimed ahead: never sent before it is due
         if trunk is not None:
-            slot, tat = gcra_slot(trunk.tat, now, trunk.interval)
+            slot, tat = gcra_slot(trunk.tat, slot, trunk.interval)
             if slot > now + horizon:
                 ready = slot - horizon
                 plan.paced_until = (

@@ -12,6 +12,10 @@ One loop per dialer (see :mod:`voxflow.services.call_leases` for what a claim ro
 - calls in progress are checked for cancelCall's requests every ``poll_s``;
 - on start, what an earlier run of the same dialer name left is taken back at once.
 
+The store work on the way to a call's INVITE (claim rounds, the move to ``dialing``) runs on
+threads of the dialer's own, so that it never queues behind the bookkeeping of calls in
+progress (their status moves and events, on a pool of their own too).
+
 :meth:`Dialer.stop` is the graceful shutdown: stop claiming, give back claims that have not
 reached ``dialing``, let calls in progress finish for up to ``shutdown_s``, then hang up the
 rest and record why.
@@ -21,12 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from voxflow.domain.calls import CallStatus
 from voxflow.domain.dispatch import lease_owner
@@ -40,6 +46,12 @@ __all__ = ["Dialer", "DialerSettings", "LegFactory", "LegPlan"]
 log = logging.getLogger("voxflow.dialer")
 
 RETRY_AFTER = timedelta(seconds=1)
+STARTING_THREADS = 8  # moves to dialing at once: each is one short write transaction
+# Status moves and events of calls in progress at once: at 100s of calls/s each call's three
+# or four writes keep more threads than the default executor's busy on PostgreSQL.
+RECORDING_THREADS = 12
+
+T = TypeVar("T")
 SHUTDOWN_REASON = "hung up at shutdown: the call outlived shutdown_s ({:g} s)"
 
 
@@ -78,7 +90,8 @@ class Dialer:
         self.pacing = pacing or Pacing(trunks={}, default_trunk=None)
         self.clock = records.clock
         self.leases = CallLeases(records.db, records.clock)
-        self.placer = Placer(records)
+        self._recording = ThreadPoolExecutor(RECORDING_THREADS, thread_name_prefix="voxflow-rec")
+        self.placer = Placer(records, self._recording)
         self.owner = lease_owner(name or f"dialer-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex[:12])
         self.listen_url = listen_url  # PostgreSQL: LISTEN for calls accepted elsewhere
         self.active: set[asyncio.Task[None]] = set()
@@ -96,6 +109,9 @@ class Dialer:
         self._loop_done = asyncio.Event()
         self._helpers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Claim rounds are serial; moves to dialing must not wait behind a slow round.
+        self._claiming = ThreadPoolExecutor(1, thread_name_prefix="voxflow-claim")
+        self._starting = ThreadPoolExecutor(STARTING_THREADS, thread_name_prefix="voxflow-start")
 
     # ------------------------------------------------------------------ the loop
 
@@ -130,6 +146,12 @@ class Dialer:
             self._running = False
             self._loop_done.set()
 
+    async def _on(
+        self, threads: ThreadPoolExecutor, fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(threads, functools.partial(fn, *args, **kwargs))
+
     def _helper(self, coro: Coroutine[Any, Any, None]) -> None:
         self._helpers.append(asyncio.get_running_loop().create_task(coro))
 
@@ -141,7 +163,8 @@ class Dialer:
         self._wake_at = None  # an announcement during the round means: look again at once
         self._wake.clear()
         room = self.settings.max_calls - len(self.active)
-        round_ = await asyncio.to_thread(
+        round_ = await self._on(
+            self._claiming,
             self.leases.claim,
             self.owner,
             room=room,
@@ -196,7 +219,8 @@ class Dialer:
             loop.call_soon_threadsafe(self._wake_if_sooner, due_at)
 
     def _wake_if_sooner(self, due_at: datetime | None) -> None:
-        if due_at is None or self._wake_at is None or due_at <= self._wake_at:
+        # Calls are claimed up to a horizon ahead of their due time.
+        if due_at is None or self._wake_at is None or due_at - self.pacing.horizon <= self._wake_at:
             self._wake.set()
 
     # ------------------------------------------------------------------ one call
@@ -211,8 +235,8 @@ class Dialer:
             self._unstarted.add(pk)
             return
         try:
-            started = await asyncio.to_thread(
-                self.leases.start_dialing, claim, self.owner, self.settings.lease
+            started = await self._on(
+                self._starting, self.leases.start_dialing, claim, self.owner, self.settings.lease
             )
         except Exception:  # not dialled; the lease runs out and the call is claimed again
             log.exception("cannot move call %s to dialing", claim.call.call_id)
@@ -318,3 +342,5 @@ class Dialer:
             helper.cancel()
         await asyncio.gather(*self._helpers, return_exceptions=True)
         self._helpers.clear()
+        for threads in (self._claiming, self._starting, self._recording):
+            threads.shutdown(wait=False)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +38,18 @@ LegFactory = Callable[[DueCall], LegPlan]
 
 
 class Placer:
-    def __init__(self, records: CallRecords) -> None:
+    """``threads``: where the record's writes run (None: the event loop's default executor)."""
+
+    def __init__(self, records: CallRecords, threads: Executor | None = None) -> None:
         self.records = records
+        self.threads = threads
+
+    async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.threads, functools.partial(fn, *args, **kwargs))
 
     async def move(self, call: DueCall, status: CallStatus, **kwargs: Any) -> bool:
-        return await asyncio.to_thread(self.records.move, call.pk, status, **kwargs)
+        return bool(await self._write(self.records.move, call.pk, status, **kwargs))
 
     async def place(self, call: DueCall, plan: LegPlan) -> None:
         try:
@@ -97,4 +106,4 @@ class Placer:
                 "actual_ms": round((sent.actual_at - answered_at) * 1000, 3),
                 "error_ms": round((sent.actual_at - sent.planned_at) * 1000, 3),
             }
-            await asyncio.to_thread(self.records.event, call.pk, "keypress", detail)
+            await self._write(self.records.event, call.pk, "keypress", detail)

@@ -11,11 +11,13 @@ goes). The dialer renews its leases in bulk. When a lease runs out:
   ``unknown`` with a ``status_reason`` and an event, for the operator to see.
 
 One claim round is one write transaction: reconcile expired leases, expire calls past the
-maximum lateness, count what is in progress per trunk, account and link, pick due calls oldest
-first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and give each its send slot from the trunk's
-GCRA state in ``trunk_pacing``. On PostgreSQL claim rounds of all dialers are serialised by a
-transaction-level advisory lock, so the counts and the pacing state are exact across
-processes; on SQLite the one writer lock does the same.
+maximum lateness, count what is in progress per trunk, account and link, pick the calls due
+now or within the horizon oldest first (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and give each
+its send slot, never before its due time, from the trunk's GCRA state in ``trunk_pacing``.
+Claiming ahead lets each dialer wait for the exact due time with its own timer: how often
+rounds run, and how long one takes, does not make calls late. On PostgreSQL claim rounds of
+all dialers are serialised by a transaction-level advisory lock, so the counts and the pacing
+state are exact across processes; on SQLite the one writer lock does the same.
 """
 
 from __future__ import annotations
@@ -115,7 +117,7 @@ _ACTIVE = (
             _c.status.in_(_IN_PROGRESS),
             and_(
                 _c.status.in_(_NOT_STARTED),
-                _c.due_at <= bindparam("now"),
+                _c.due_at <= bindparam("ahead"),
                 _c.lease_expires_at > bindparam("now"),
             ),
         )
@@ -148,7 +150,7 @@ def _waiting(pacing: Pacing, blocked: Sequence[str], limit: int | None, *, only:
     query = (
         select(_c.id, _c.due_at, _c.trunk, _c.account_id, _c.link_pk, sandbox)
         .join(t.accounts, t.accounts.c.id == _c.account_id)
-        .where(_c.status.in_(_NOT_STARTED), _c.due_at <= bindparam("now"), _LEASE_FREE)
+        .where(_c.status.in_(_NOT_STARTED), _c.due_at <= bindparam("ahead"), _LEASE_FREE)
     )
     if only:
         return query.where(sandbox.is_(False), trunk == only).limit(1)
@@ -194,6 +196,7 @@ class CallLeases:
     ) -> ClaimRound:
         """One claim round (see the module docstring). ``room``: calls this dialer may add."""
         now = self.clock.now()
+        times = {"now": now, "ahead": now + pacing.horizon}
         with self.db.write() as conn:
             if not self.db.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK})
@@ -203,15 +206,19 @@ class CallLeases:
             if room > 0:
                 plan = self._plan(conn, now=now, room=room, pacing=pacing)
                 claims = self._take(conn, plan, owner, now, now + lease)
-            elif conn.execute(_waiting(pacing, [], None), {"now": now}).first() is not None:
+            elif conn.execute(_waiting(pacing, [], None), times).first() is not None:
                 plan.waiting_for_capacity = True  # this dialer is full
-            wake_at = self._next_due(conn, now)
+            # The next call nobody could claim yet: look again when it is half a horizon away,
+            # so that each round claims about half a horizon of calls, each ahead of its time.
+            next_due = self._next_due(conn, times["ahead"])
+            wake_at = next_due - pacing.horizon / 2 if next_due is not None else None
         if plan.paced_until is not None:
             wake_at = min(wake_at or plan.paced_until, plan.paced_until)
         return ClaimRound(claims, expired, reconciled, wake_at, plan.waiting_for_capacity)
 
     def _plan(self, conn: Connection, *, now: datetime, room: int, pacing: Pacing) -> Plan:
-        active = conn.execute(_ACTIVE, {"now": now}).all()
+        times = {"now": now, "ahead": now + pacing.horizon}
+        active = conn.execute(_ACTIVE, times).all()
         trunks = {name: TrunkState(p.cps, p.max_calls) for name, p in pacing.trunks.items()}
         for a in active:
             name = pacing.trunk_of(a.trunk, bool(a.sandbox))
@@ -229,7 +236,7 @@ class CallLeases:
             if s.tat is not None and s.tat > now + pacing.horizon
         }
         blocked = sorted({*full, *paced})
-        rows = conn.execute(_waiting(pacing, blocked, room + 100), {"now": now}).all()
+        rows = conn.execute(_waiting(pacing, blocked, room + 100), times).all()
         accounts, links = self._allowances(conn, rows, active, pacing)
         candidates = [
             Candidate(
@@ -247,7 +254,7 @@ class CallLeases:
             links=links,
         )
         for name in blocked:  # is any call held up behind that trunk?
-            if conn.execute(_waiting(pacing, [], None, only=name), {"now": now}).first() is None:
+            if conn.execute(_waiting(pacing, [], None, only=name), times).first() is None:
                 continue
             tat = paced.get(name)
             if tat is None:
@@ -359,12 +366,12 @@ class CallLeases:
                 _events(conn, {r.id: {"reason": reason, "was": r.status}}, "unknown", now)
         return len(rows)
 
-    def _next_due(self, conn: Connection, now: datetime) -> datetime | None:
+    def _next_due(self, conn: Connection, after: datetime) -> datetime | None:
         found: list[datetime] = []
         for status in _NOT_STARTED:
             due = conn.execute(
                 select(_c.due_at)
-                .where(_c.status == status, _c.due_at > now)
+                .where(_c.status == status, _c.due_at > after)
                 .order_by(_c.due_at)
                 .limit(1)
             ).scalar()
@@ -461,7 +468,7 @@ class CallLeases:
             stale = list(
                 conn.execute(
                     select(_c.id)
-                    .where(_c.status.in_(_NOT_STARTED), _c.due_at <= now, earlier)
+                    .where(_c.status.in_(_NOT_STARTED), earlier)
                     .with_for_update(skip_locked=True)
                 ).scalars()
             )
