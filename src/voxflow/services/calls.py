@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from voxflow import ids
 from voxflow.domain.blocking import blocked
@@ -50,11 +50,12 @@ _LINK_WITH_FLOW = RawStatement(
         t.nodes.c.node_id,
         t.call_flows.c.id.label("flow_pk"),
         t.call_flows.c.xml.label("flow_xml"),
+        func.coalesce(t.links.c.status_callback_url, t.accounts.c.status_callback_url),
     )
     .select_from(
-        t.links.join(t.nodes, t.nodes.c.id == t.links.c.node_pk).outerjoin(
-            t.call_flows, t.call_flows.c.id == t.links.c.call_flow_pk
-        )
+        t.links.join(t.nodes, t.nodes.c.id == t.links.c.node_pk)
+        .join(t.accounts, t.accounts.c.id == t.links.c.account_id)
+        .outerjoin(t.call_flows, t.call_flows.c.id == t.links.c.call_flow_pk)
     )
     .where(
         t.links.c.account_id == bindparam("account_id"), t.links.c.link_id == bindparam("link_id")
@@ -74,6 +75,7 @@ class NewCall:
 
     row: dict[str, Any]
     delay_minutes: int
+    callback_url: str | None = None  # the link's status callback URL, else the account's
 
     @property
     def call_id(self) -> str:
@@ -145,7 +147,7 @@ def prepare_call(
     link = _LINK_WITH_FLOW.first(conn, {"account_id": account.id, "link_id": link_id})
     if link is None:
         raise ApiError(LINK_DOES_NOT_EXIST)
-    link_pk, rule_values, trunk, node_id, flow_pk, flow_xml = link
+    link_pk, rule_values, trunk, node_id, flow_pk, flow_xml, callback_url = link
     if flow_pk is None:
         raise ApiError(LINK_HAS_NO_RULES)
     flow = resolve_flow(flow_xml, rule_values)
@@ -181,7 +183,7 @@ def prepare_call(
         "due_at": now + timedelta(minutes=delay),
         "updated_at": now,
     }
-    return NewCall(row, delay)
+    return NewCall(row, delay, callback_url)
 
 
 def store_call(conn: Connection, call: NewCall) -> None:
@@ -198,4 +200,16 @@ def store_call(conn: Connection, call: NewCall) -> None:
             "detail": json.dumps(detail),
         },
     )
-    callbacks.enqueue(conn, call_pk, call.row["status"], call.row["created_at"], detail)
+    target = callbacks.Target(
+        call_pk,
+        call.call_id,
+        call.row["link_id"],
+        call.row["destination"],
+        0,
+        None,
+        call.callback_url,
+    )
+    # Its first status: there is no previous one.
+    callbacks.enqueue_target(
+        conn, target, call.row["status"], call.row["created_at"], detail, previous=None
+    )

@@ -10,6 +10,11 @@ What counts toward the per-destination windows: every call accepted for the acco
 number whose ``created_at`` is within the window, except a call that ended ``cancelled`` or
 ``expired`` without ever being dialled (it never rang anyone). Concurrent calls are calls in
 progress (``dialing``, ``ringing``, ``answered``). A limit of 0 is unlimited.
+
+The account's own limits, the per-destination counts (all windows in one query over the
+``(account_id, destination, created_at)`` index) and the concurrency counts (only read when a
+concurrency limit applies) run straight on the driver (``store.raw``): they are on the path of
+every accepted call.
 """
 
 from __future__ import annotations
@@ -24,43 +29,50 @@ from voxflow.domain.calls import IN_PROGRESS, CallStatus
 from voxflow.domain.limits import WINDOWS, Counts, Limits, passed
 from voxflow.errors import ApiError
 from voxflow.store import tables as t
+from voxflow.store.raw import RawStatement
 
 LIMIT_EXCEEDED = "The number of calls allowed has been exceeded"
 
-_OWN = select(*(t.account_limits.c[name] for name in Limits.names())).where(
-    t.account_limits.c.account_id == bindparam("account_id")
+_OWN = RawStatement(
+    select(*(t.account_limits.c[name] for name in Limits.names())).where(
+        t.account_limits.c.account_id == bindparam("account_id")
+    )
 )
 _NEVER_DIALLED = and_(
     t.calls.c.status.in_([CallStatus.CANCELLED.value, CallStatus.EXPIRED.value]),
     t.calls.c.started_at.is_(None),
 )
-_PER_DESTINATION = select(
-    *(
-        func.coalesce(func.sum(case((t.calls.c.created_at > bindparam(name), 1), else_=0)), 0)
-        for name in WINDOWS
+_PER_DESTINATION = RawStatement(
+    select(
+        *(
+            func.coalesce(func.sum(case((t.calls.c.created_at > bindparam(name), 1), else_=0)), 0)
+            for name in WINDOWS
+        )
+    ).where(
+        t.calls.c.account_id == bindparam("account_id"),
+        t.calls.c.destination == bindparam("destination"),
+        t.calls.c.created_at > bindparam("since"),
+        not_(_NEVER_DIALLED),
     )
-).where(
-    t.calls.c.account_id == bindparam("account_id"),
-    t.calls.c.destination == bindparam("destination"),
-    t.calls.c.created_at > bindparam("since"),
-    not_(_NEVER_DIALLED),
 )
-_IN_PROGRESS = select(
-    func.count(),
-    func.coalesce(func.sum(case((t.calls.c.link_pk == bindparam("link_pk"), 1), else_=0)), 0),
-).where(
-    t.calls.c.status.in_([s.value for s in IN_PROGRESS]),
-    t.calls.c.account_id == bindparam("account_id"),
+_IN_PROGRESS = RawStatement(
+    select(
+        func.count(),
+        func.coalesce(func.sum(case((t.calls.c.link_pk == bindparam("link_pk"), 1), else_=0)), 0),
+    ).where(
+        t.calls.c.status.in_([s.value for s in IN_PROGRESS]),
+        t.calls.c.account_id == bindparam("account_id"),
+    )
 )
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
 def own_limits(conn: Connection, account_id: int) -> dict[str, int | None]:
     """The account's own values (``None``: the configured default applies)."""
-    row = conn.execute(_OWN, {"account_id": account_id}).first()
+    row = _OWN.first(conn, {"account_id": account_id})
     if row is None:
         return dict.fromkeys(Limits.names())
-    return dict(row._mapping)
+    return dict(zip(Limits.names(), row, strict=True))
 
 
 def account_limits(conn: Connection, account_id: int, defaults: Limits | None = None) -> Limits:
@@ -90,19 +102,19 @@ def counts(
     per_destination = dict.fromkeys(WINDOWS, 0)
     if limits.checks_destination:
         since = {name: now - window for name, window in WINDOWS.items()}
-        row = conn.execute(
-            _PER_DESTINATION,
+        row = _PER_DESTINATION.rows(
+            conn,
             {
                 **since,
                 "since": min(since.values()),
                 "account_id": account_id,
                 "destination": destination,
             },
-        ).one()
+        )[0]
         per_destination = {name: int(n) for name, n in zip(WINDOWS, row, strict=True)}
     account = link = 0
     if limits.checks_concurrency:
-        row = conn.execute(_IN_PROGRESS, {"account_id": account_id, "link_pk": link_pk}).one()
+        row = _IN_PROGRESS.rows(conn, {"account_id": account_id, "link_pk": link_pk})[0]
         account, link = int(row[0]), int(row[1])
     return Counts(per_destination, concurrent_account=account, concurrent_link=link)
 
@@ -136,7 +148,7 @@ def set_own_limits(
     if unknown:
         raise ValueError(f"unknown limits: {', '.join(sorted(unknown))}")
     own = {**own_limits(conn, account_id), **changes}
-    exists = conn.execute(_OWN, {"account_id": account_id}).first() is not None
+    exists = _OWN.first(conn, {"account_id": account_id}) is not None
     if exists:
         conn.execute(
             t.account_limits.update()
