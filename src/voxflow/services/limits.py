@@ -19,7 +19,7 @@ every accepted call.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -67,17 +67,39 @@ _IN_PROGRESS = RawStatement(
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
+_NAMES = Limits.names()
+# The account's own values, as columns to join to a query that has ``accounts``' id (what
+# initiateCall's link lookup does, so that acceptance reads them without a query of their own).
+OWN_COLUMNS = tuple(t.account_limits.c[name] for name in _NAMES)
+
+
 def own_limits(conn: Connection, account_id: int) -> dict[str, int | None]:
     """The account's own values (``None``: the configured default applies)."""
-    row = _OWN.first(conn, {"account_id": account_id})
+    return own_from(_OWN.first(conn, {"account_id": account_id}))
+
+
+def own_from(row: Sequence[int | None] | None) -> dict[str, int | None]:
+    """The account's own values from the :data:`OWN_COLUMNS` of a row (``None``: no row)."""
     if row is None:
-        return dict.fromkeys(Limits.names())
-    return dict(zip(Limits.names(), row, strict=True))
+        return dict.fromkeys(_NAMES)
+    return dict(zip(_NAMES, row, strict=True))
 
 
-def account_limits(conn: Connection, account_id: int, defaults: Limits | None = None) -> Limits:
-    """The limits that apply to an account: its own values over ``defaults``."""
-    return (defaults or Limits()).overridden(own_limits(conn, account_id))
+def account_limits(
+    conn: Connection,
+    account_id: int,
+    defaults: Limits | None = None,
+    *,
+    own: Mapping[str, int | None] | None = None,
+) -> Limits:
+    """The limits that apply to an account: its own values (read unless given) over
+    ``defaults``."""
+    if own is None:
+        own = own_limits(conn, account_id)
+    defaults = defaults or Limits()
+    if all(value is None for value in own.values()):
+        return defaults
+    return defaults.overridden(own)
 
 
 def lock_destination(conn: Connection, account_id: int, destination: str) -> None:
@@ -119,12 +141,19 @@ def counts(
     return Counts(per_destination, concurrent_account=account, concurrent_link=link)
 
 
-def admit(conn: Connection, call: Mapping[str, Any], defaults: Limits | None = None) -> None:
+def admit(
+    conn: Connection,
+    call: Mapping[str, Any],
+    defaults: Limits | None = None,
+    *,
+    own: Mapping[str, int | None] | None = None,
+) -> None:
     """Refuse ``call`` (the values of its new ``calls`` row) if it would pass a limit.
 
-    Call it in the write transaction that inserts the call, right before the insert.
+    Call it in the write transaction that inserts the call, right before the insert. ``own``:
+    the account's own values when the caller read them in this transaction already.
     """
-    limits = account_limits(conn, call["account_id"], defaults)
+    limits = account_limits(conn, call["account_id"], defaults, own=own)
     if not (limits.checks_destination or limits.checks_concurrency):
         return
     lock_destination(conn, call["account_id"], call["destination"])
@@ -144,7 +173,7 @@ def set_own_limits(
     conn: Connection, account_id: int, changes: Mapping[str, int | None], now: datetime
 ) -> dict[str, int | None]:
     """Change some of an account's own values (``None`` back to the default); returns them all."""
-    unknown = set(changes) - set(Limits.names())
+    unknown = set(changes) - set(_NAMES)
     if unknown:
         raise ValueError(f"unknown limits: {', '.join(sorted(unknown))}")
     own = {**own_limits(conn, account_id), **changes}
