@@ -81,7 +81,7 @@ def _accept(pending: Pending, conn: Connection) -> Accepted:
             conn, account_id=account.id, key=key, digest=pending.digest, answer=answer, now=now
         )
     # Counted in this transaction: on SQLite it sees the calls of the batch before this one.
-    limits.admit(conn, call.row, pending.limits)
+    limits.admit(conn, call.row, pending.limits, own=call.own_limits)
     store_call(conn, call)
     return Accepted(answer, call)
 

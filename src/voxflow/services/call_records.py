@@ -4,7 +4,8 @@ in :mod:`voxflow.services.call_leases`).
 Every change of status is one conditional UPDATE (it only applies from a status that may move
 to the new one, see :data:`voxflow.domain.calls.TRANSITIONS`) plus one ``call_events`` row, in
 one transaction. A move that no longer applies (the call was cancelled meanwhile) changes
-nothing and says so.
+nothing and says so. The UPDATE returns what the status callback needs (its URL with it), so
+a call without a callback URL costs two statements, run straight on the driver.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from voxflow.domain.dialstring import Keypress
 from voxflow.services import callbacks
 from voxflow.store import tables as t
 from voxflow.store.db import Database
+from voxflow.store.raw import RawStatement
 
 CLAIMED = (
     select(
@@ -37,6 +39,23 @@ CLAIMED = (
     .where(t.calls.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(t.calls.c.due_at, t.calls.c.id)
 )
+
+
+# One conditional UPDATE per status (it applies from the statuses that may move to it); the
+# columns it sets are the keys of its parameters, besides ``call_pk``.
+_MOVES = {
+    status: RawStatement(
+        t.calls.update()
+        .where(
+            t.calls.c.id == bindparam("call_pk"),
+            t.calls.c.status.in_([s.value for s in predecessors(status)]),
+        )
+        .returning(*callbacks.TARGET_COLUMNS, callbacks.URL_OF_CALL)
+    )
+    for status in CallStatus
+    if predecessors(status)
+}
+_INSERT_EVENT = RawStatement(t.call_events.insert())
 
 
 @dataclass(frozen=True)
@@ -87,21 +106,18 @@ class CallRecords:
             event.update(sip_code=sip_code, sip_reason=sip_reason)
         if status_reason is not None:
             event["reason"] = status_reason
+        move = _MOVES.get(status)
+        if move is None:  # no status moves to it
+            return False
         with self.db.write() as conn:
-            changed = conn.execute(
-                t.calls.update()
-                .where(
-                    t.calls.c.id == pk,
-                    t.calls.c.status.in_([s.value for s in predecessors(status)]),
-                )
-                .values(**values)
-            ).rowcount
+            changed = move.rows(conn, {**values, "call_pk": pk})
             if changed:
-                conn.execute(
-                    t.call_events.insert(),
+                _INSERT_EVENT.insert(
+                    conn,
                     {"call_pk": pk, "at": now, "kind": status.value, "detail": json.dumps(event)},
                 )
-                callbacks.enqueue(conn, pk, status.value, now, event)
+                target = callbacks.Target(*changed[0])
+                callbacks.enqueue_target(conn, target, status.value, now, event)
         return bool(changed)
 
     def cancel_requests(self, owner: str) -> list[int]:

@@ -3,7 +3,11 @@
 :func:`enqueue` is called in the transaction that changes a call's status (after that change's
 ``call_events`` row is inserted), so a status change and its callback commit or vanish
 together. The URL is the link's ``status_callback_url``, else the account's; with neither,
-nothing is written. A sender (:mod:`voxflow.scheduling.callbacks`) takes due rows with a
+nothing is written. A caller that already read the call's :class:`Target` (initiateCall from
+its link lookup, the dialer from its status UPDATE's ``RETURNING``) uses
+:func:`enqueue_target`, which runs no query at all when there is no URL.
+
+A sender (:mod:`voxflow.scheduling.callbacks`) takes due rows with a
 lease (:func:`claim`), POSTs them, and records the outcome (:func:`delivered`,
 :func:`attempt_failed`). Only the oldest pending row of each call is ever claimable, so one
 call's callbacks go out in order, one at a time, across every sender process. Delivery is at
@@ -24,13 +28,14 @@ from sqlalchemy.orm import aliased
 
 from voxflow.domain.calls import CALL_RESULTS, CallStatus
 from voxflow.store import tables as t
+from voxflow.store.raw import RawStatement
 
 URL_MAX = 2048
 ERROR_MAX = 500
 _STATUSES = [s.value for s in CallStatus]
 
 _URL = func.coalesce(t.links.c.status_callback_url, t.accounts.c.status_callback_url)
-_TARGETS = (
+_TARGETS = RawStatement(
     select(
         t.calls.c.id,
         t.calls.c.call_id,
@@ -47,7 +52,7 @@ _TARGETS = (
     )
     .where(t.calls.c.id.in_(bindparam("pks", expanding=True)), _URL.is_not(None))
 )
-_STATUS_EVENTS = (
+_STATUS_EVENTS = RawStatement(
     select(t.call_events.c.kind)
     .where(t.call_events.c.call_pk == bindparam("pk"), t.call_events.c.kind.in_(_STATUSES))
     .order_by(t.call_events.c.id.desc())
@@ -55,6 +60,7 @@ _STATUS_EVENTS = (
 )
 
 _cb = t.call_callbacks
+_INSERT = RawStatement(_cb.insert())
 _earlier = aliased(_cb)
 _PENDING = (_cb.c.delivered_at.is_(None), _cb.c.failed_at.is_(None))
 _DUE = (
@@ -102,6 +108,82 @@ def _wire_at(at: datetime) -> str:
     return at.isoformat(timespec="milliseconds") + "Z"
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a call's status callback says of the call, and where it goes (``url`` None: none)."""
+
+    id: int
+    call_id: str
+    link_id: str | None
+    destination: str
+    attempts: int | None
+    status_reason: str | None
+    url: str | None
+
+
+# The columns of a Target, for a query or a RETURNING clause on ``calls``.
+TARGET_COLUMNS = (
+    t.calls.c.id,
+    t.calls.c.call_id,
+    t.calls.c.link_id,
+    t.calls.c.destination,
+    t.calls.c.attempts,
+    t.calls.c.status_reason,
+)
+URL_OF_CALL = func.coalesce(
+    select(t.links.c.status_callback_url)
+    .where(t.links.c.id == t.calls.c.link_pk)
+    .scalar_subquery(),
+    select(t.accounts.c.status_callback_url)
+    .where(t.accounts.c.id == t.calls.c.account_id)
+    .scalar_subquery(),
+)
+
+
+class _Unknown:
+    pass
+
+
+UNKNOWN = _Unknown()  # a previous status the caller does not know: read from the events
+
+
+def enqueue_target(
+    conn: Connection,
+    target: Target,
+    status: str,
+    now: datetime,
+    detail: Mapping[str, Any] | None = None,
+    *,
+    previous: str | _Unknown | None = UNKNOWN,
+) -> None:
+    """Queue the callback of ``target``'s move to ``status``: nothing (and no query) without a
+    URL. ``previous`` is the status before, as the last two status events say."""
+    if target.url is None or status not in _STATUSES:
+        return
+    if isinstance(previous, _Unknown):
+        previous = _previous(conn, target.id, status)
+    _INSERT.insert(conn, _row(target, status, previous, now, dict(detail or {})))
+
+
+def _previous(conn: Connection, call_pk: int, status: str) -> str | None:
+    kinds = [kind for (kind,) in _STATUS_EVENTS.rows(conn, {"pk": call_pk})]
+    return kinds[1] if len(kinds) > 1 and kinds[0] == status else None
+
+
+def _row(
+    target: Target, status: str, previous: str | None, now: datetime, detail: dict[str, Any]
+) -> dict[str, Any]:
+    payload = _payload(target, status, previous, now, detail)
+    return {
+        "call_pk": target.id,
+        "url": target.url,
+        "payload": json.dumps(payload, separators=(",", ":")),
+        "created_at": now,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
+
+
 def enqueue(
     conn: Connection,
     call_pk: int,
@@ -122,26 +204,16 @@ def enqueue_many(
     if not details or status not in _STATUSES:
         return
     rows = []
-    for target in conn.execute(_TARGETS, {"pks": list(details)}):
-        kinds = list(conn.execute(_STATUS_EVENTS, {"pk": target.id}).scalars())
-        previous = kinds[1] if len(kinds) > 1 and kinds[0] == status else None
-        payload = _payload(target, status, previous, now, dict(details[target.id]))
-        rows.append(
-            {
-                "call_pk": target.id,
-                "url": target.url,
-                "payload": json.dumps(payload, separators=(",", ":")),
-                "created_at": now,
-                "attempts": 0,
-                "next_attempt_at": now,
-            }
-        )
+    for found in _TARGETS.rows(conn, {"pks": list(details)}):
+        target = Target(*found)
+        previous = _previous(conn, target.id, status)
+        rows.append(_row(target, status, previous, now, dict(details[target.id])))
     if rows:
         conn.execute(_cb.insert(), rows)
 
 
 def _payload(
-    target: Any, status: str, previous: str | None, now: datetime, detail: dict[str, Any]
+    target: Target, status: str, previous: str | None, now: datetime, detail: dict[str, Any]
 ) -> dict[str, Any]:
     sip_code = detail.pop("sip_code", None)
     sip_reason = detail.pop("sip_reason", None)

@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from lxml import etree
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 
 from voxflow import ids
 from voxflow.domain.blocking import blocked
@@ -27,7 +27,7 @@ from voxflow.domain.dialstring import DialString, DialStringError, parse_dial_st
 from voxflow.domain.flow import call_variable_names
 from voxflow.domain.flow_variables import resolve
 from voxflow.errors import ApiError, ErrorList
-from voxflow.services import callbacks
+from voxflow.services import callbacks, limits
 from voxflow.services.accounts import Account
 from voxflow.services.blocked_numbers import load_rules
 from voxflow.services.flows import canonical_xml, load_values
@@ -50,11 +50,15 @@ _LINK_WITH_FLOW = RawStatement(
         t.nodes.c.node_id,
         t.call_flows.c.id.label("flow_pk"),
         t.call_flows.c.xml.label("flow_xml"),
+        func.coalesce(t.links.c.status_callback_url, t.accounts.c.status_callback_url),
+        t.account_limits.c.account_id.label("has_own_limits"),
+        *limits.OWN_COLUMNS,
     )
     .select_from(
-        t.links.join(t.nodes, t.nodes.c.id == t.links.c.node_pk).outerjoin(
-            t.call_flows, t.call_flows.c.id == t.links.c.call_flow_pk
-        )
+        t.links.join(t.nodes, t.nodes.c.id == t.links.c.node_pk)
+        .join(t.accounts, t.accounts.c.id == t.links.c.account_id)
+        .outerjoin(t.call_flows, t.call_flows.c.id == t.links.c.call_flow_pk)
+        .outerjoin(t.account_limits, t.account_limits.c.account_id == t.links.c.account_id)
     )
     .where(
         t.links.c.account_id == bindparam("account_id"), t.links.c.link_id == bindparam("link_id")
@@ -74,6 +78,8 @@ class NewCall:
 
     row: dict[str, Any]
     delay_minutes: int
+    callback_url: str | None = None  # the link's status callback URL, else the account's
+    own_limits: dict[str, int | None] | None = None  # the account's, as read with the link
 
     @property
     def call_id(self) -> str:
@@ -145,7 +151,8 @@ def prepare_call(
     link = _LINK_WITH_FLOW.first(conn, {"account_id": account.id, "link_id": link_id})
     if link is None:
         raise ApiError(LINK_DOES_NOT_EXIST)
-    link_pk, rule_values, trunk, node_id, flow_pk, flow_xml = link
+    link_pk, rule_values, trunk, node_id, flow_pk, flow_xml, callback_url, has_own = link[:8]
+    own_limits = limits.own_from(link[8:] if has_own is not None else None)
     if flow_pk is None:
         raise ApiError(LINK_HAS_NO_RULES)
     flow = resolve_flow(flow_xml, rule_values)
@@ -181,7 +188,7 @@ def prepare_call(
         "due_at": now + timedelta(minutes=delay),
         "updated_at": now,
     }
-    return NewCall(row, delay)
+    return NewCall(row, delay, callback_url, own_limits)
 
 
 def store_call(conn: Connection, call: NewCall) -> None:
@@ -198,4 +205,16 @@ def store_call(conn: Connection, call: NewCall) -> None:
             "detail": json.dumps(detail),
         },
     )
-    callbacks.enqueue(conn, call_pk, call.row["status"], call.row["created_at"], detail)
+    target = callbacks.Target(
+        call_pk,
+        call.call_id,
+        call.row["link_id"],
+        call.row["destination"],
+        0,
+        None,
+        call.callback_url,
+    )
+    # Its first status: there is no previous one.
+    callbacks.enqueue_target(
+        conn, target, call.row["status"], call.row["created_at"], detail, previous=None
+    )

@@ -7,6 +7,10 @@ columns) with SQLAlchemy, keeps the SQL text and the type conversions SQLAlchemy
 (for instance SQLite's text form of a ``DateTime``), and then runs on the DBAPI cursor of the
 caller's connection, inside the caller's transaction. The SQL is the one SQLAlchemy writes,
 so it runs unchanged on SQLite and PostgreSQL.
+
+``IN`` lists work as with SQLAlchemy: a list of constants (``status.in_([...])``) and an
+expanding parameter (``bindparam("pks", expanding=True)``) given a list per execution. The
+statement is compiled once per dialect, set of columns and length of each list given.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import ClauseElement, Insert, Select
+from sqlalchemy.sql import ClauseElement, Insert, Select, Update
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Processor = Callable[[Any], Any]
@@ -30,42 +34,88 @@ class _Compiled:
     positions: tuple[str, ...] | None  # parameter order for a positional paramstyle
     binds: tuple[tuple[str, Processor], ...]  # parameters whose values need converting
     results: tuple[Processor | None, ...]  # per column of a result row
+    constants: tuple[tuple[str, Any], ...] = ()  # literals, and the items of constant IN lists
+    expansions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a list parameter's items
 
 
-def _compile(stmt: ClauseElement, dialect: Dialect, keys: Sequence[str] | None) -> _Compiled:
+Lengths = tuple[tuple[str, int], ...]  # the length of each list parameter given
+
+
+def _compile(
+    stmt: ClauseElement, dialect: Dialect, keys: Sequence[str] | None, lengths: Lengths
+) -> _Compiled:
     compiled = stmt.compile(dialect=dialect, column_keys=list(keys) if keys else None)
     assert isinstance(compiled, SQLCompiler)
     binds: list[tuple[str, Processor]] = []
+    constants: list[tuple[str, Any]] = []  # literals of the statement (``case(..., 1)``)
     for name, bind in compiled.binds.items():
+        if bind.expanding:
+            continue
         processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             binds.append((name, processor))
+        if not bind.required and bind.callable is None and bind.value is not None:
+            constants.append((name, bind.value))
     results: list[Processor | None] = []
-    if isinstance(stmt, Select | Insert):  # an INSERT's columns are those of its RETURNING
+    if isinstance(stmt, Select | Insert | Update):  # else the columns of its RETURNING
         for column in stmt.exported_columns:
             results.append(column.type.dialect_impl(dialect).result_processor(dialect, None))
+    sql = str(compiled)
     order = compiled.positiontup if compiled.positional else None
+    expansions: list[tuple[str, tuple[str, ...]]] = []
+    if compiled.post_compile_params:
+        # SQLAlchemy's own expansion of IN lists, done once for these lengths: it gives the
+        # SQL with one placeholder per item, and the names and values of the items.
+        given = dict(lengths)
+        sample = compiled.construct_params(
+            {name: [None] * n for name, n in given.items()}, _check=False
+        )
+        expanded = compiled._process_parameters_for_postcompile(sample)
+        sql, order = expanded.statement, list(expanded.positiontup or []) or None
+        for name, items in expanded.parameter_expansion.items():
+            if name in given:
+                expansions.append((name, tuple(items)))
+            else:
+                constants.extend((item, expanded.parameters[item]) for item in items)
+        binds.extend(expanded.processors.items())
     positions = tuple(order) if order else None
-    return _Compiled(str(compiled), positions, tuple(binds), tuple(results))
+    return _Compiled(
+        sql, positions, tuple(binds), tuple(results), tuple(constants), tuple(expansions)
+    )
 
 
 class RawStatement:
-    """A SELECT or INSERT (optionally ``RETURNING``) run straight on the driver."""
+    """A SELECT, INSERT or UPDATE (optionally ``RETURNING``) run straight on the driver.
 
-    def __init__(self, stmt: Select[Any] | Insert) -> None:
+    For an INSERT or UPDATE, the keys of the parameters that name columns are the columns set.
+    """
+
+    def __init__(self, stmt: Select[Any] | Insert | Update) -> None:
         self.stmt = stmt
-        self._cache: dict[tuple[str, tuple[str, ...] | None], _Compiled] = {}
+        self._writes = isinstance(stmt, Insert | Update)
+        self._cache: dict[tuple[str, tuple[str, ...] | None, Lengths], _Compiled] = {}
+        self._lists: frozenset[str] = frozenset(
+            bind.key
+            for bind in stmt._get_embedded_bindparams()
+            if bind.expanding and bind.value is None and bind.callable is None
+        )
 
-    def _for(self, dialect: Dialect, keys: tuple[str, ...] | None) -> _Compiled:
-        found = self._cache.get((dialect.name, keys))
+    def _for(self, dialect: Dialect, keys: tuple[str, ...] | None, lengths: Lengths) -> _Compiled:
+        found = self._cache.get((dialect.name, keys, lengths))
         if found is None:
-            found = _compile(self.stmt, dialect, keys)
-            self._cache[(dialect.name, keys)] = found
+            found = _compile(self.stmt, dialect, keys, lengths)
+            self._cache[(dialect.name, keys, lengths)] = found
         return found
 
     def _run(self, conn: Connection, params: Mapping[str, Any], *, insert: bool) -> Any:
-        compiled = self._for(conn.dialect, tuple(params) if insert else None)
-        values = dict(params)
+        lengths: Lengths = ()
+        if self._lists:
+            lengths = tuple((name, len(params[name])) for name in sorted(self._lists))
+        compiled = self._for(conn.dialect, tuple(params) if insert else None, lengths)
+        values = dict(compiled.constants)
+        values.update(params)
+        for name, items in compiled.expansions:
+            values.update(zip(items, values.pop(name), strict=True))
         for name, processor in compiled.binds:
             if name in values:
                 values[name] = processor(values[name])
@@ -85,7 +135,7 @@ class RawStatement:
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Every row of a SELECT (or of an INSERT's ``RETURNING``), converted."""
-        cursor, results = self._run(conn, params, insert=isinstance(self.stmt, Insert))
+        cursor, results = self._run(conn, params, insert=self._writes)
         try:
             fetched = cursor.fetchall()
         finally:
@@ -105,3 +155,12 @@ class RawStatement:
         """An INSERT of the given columns, without ``RETURNING``."""
         cursor, _ = self._run(conn, params, insert=True)
         cursor.close()
+
+    def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """An INSERT or UPDATE without ``RETURNING``: the number of rows it wrote."""
+        cursor, _ = self._run(conn, params, insert=self._writes)
+        try:
+            count: int = cursor.rowcount
+        finally:
+            cursor.close()
+        return count

@@ -1,0 +1,100 @@
+"""store.raw against the real databases: IN lists (constant and per execution), literals,
+UPDATE with and without RETURNING, each giving what SQLAlchemy's own execution gives."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    case,
+    func,
+    select,
+)
+
+from voxflow.store.db import Database
+from voxflow.store.raw import RawStatement
+
+meta = MetaData()
+items = Table(
+    "raw_items",
+    meta,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("at", DateTime, nullable=True),
+)
+AT = datetime(2026, 1, 2, 3, 4, 5, 678000)
+
+
+@pytest.fixture
+def conn(database: Database) -> Iterator[Connection]:
+    meta.create_all(database.engine)
+    try:
+        with database.engine.begin() as connection:
+            connection.execute(
+                items.insert(),
+                [{"id": i, "kind": "ab"[i % 2], "at": AT if i < 3 else None} for i in range(6)],
+            )
+            yield connection
+            connection.rollback()
+    finally:
+        meta.drop_all(database.engine)
+
+
+BY_IDS = select(items.c.id).where(
+    items.c.kind.in_(["a", "b", "c"]), items.c.id.in_(bindparam("ids", expanding=True))
+)
+
+
+@pytest.mark.parametrize("ids", [[], [4], [1, 2, 3], [0, 1, 2, 3, 4, 5, 99]])
+def test_a_list_parameter_of_any_length_beside_a_constant_list(
+    conn: Connection, ids: list[int]
+) -> None:
+    raw = RawStatement(BY_IDS.order_by(items.c.id))
+    assert raw.rows(conn, {"ids": ids}) == [
+        tuple(r) for r in conn.execute(BY_IDS.order_by(items.c.id), {"ids": ids})
+    ]
+    assert sorted(r[0] for r in raw.rows(conn, {"ids": ids})) == sorted(i for i in ids if i < 6)
+
+
+def test_literals_and_a_constant_list_take_their_values(conn: Connection) -> None:
+    stmt = select(
+        func.coalesce(func.sum(case((items.c.at > bindparam("since"), 1), else_=0)), 0),
+        func.count(),
+    ).where(items.c.kind.in_(["a"]))
+    raw = RawStatement(stmt)
+    since = datetime(2026, 1, 1)
+    assert raw.rows(conn, {"since": since}) == [(2, 3)]  # "a": ids 0, 2, 4; "at" set for 0 and 2
+    assert raw.rows(conn, {"since": since}) == [tuple(conn.execute(stmt, {"since": since}).one())]
+
+
+def test_an_update_sets_the_columns_given_and_returns_the_new_row(conn: Connection) -> None:
+    move = RawStatement(
+        items.update()
+        .where(items.c.id == bindparam("item"), items.c.kind.in_(["a"]))
+        .returning(items.c.id, items.c.kind, items.c.at)
+    )
+    later = datetime(2026, 5, 6, 7, 8, 9, 10000)
+    assert move.rows(conn, {"kind": "c", "at": later, "item": 2}) == [(2, "c", later)]
+    assert move.rows(conn, {"kind": "c", "item": 2}) == []  # no longer "a"
+    assert move.rows(conn, {"kind": "c", "item": 1}) == []  # "b"
+    assert move.rows(conn, {"kind": "z", "item": 4}) == [(4, "z", None)]  # "at" not set
+    plain = RawStatement(items.update().where(items.c.kind == bindparam("was")))
+    assert plain.execute(conn, {"kind": "b", "was": "c"}) == 1
+    assert conn.execute(select(items.c.kind).order_by(items.c.id)).scalars().all() == [
+        "a",
+        "b",
+        "b",
+        "b",
+        "z",
+        "b",
+    ]
