@@ -23,11 +23,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Server, start_server
+from common import Server, prepare_link, start_server
 from voxflow.store import tables as t
 from voxflow.store.db import Database
 
@@ -101,29 +100,7 @@ def stored_calls(db_url: str) -> int:
 
 
 def prepare(server: Server) -> None:
-    h = server.headers()
-    with httpx.Client(base_url=server.base_url, headers=h, timeout=30) as c:
-
-        def call(verb: str, interface: str, method: str, body: str) -> None:
-            r = c.request(verb, f"/{interface}", params={"v": "3", "method": method}, content=body)
-            r.raise_for_status()
-
-        call("POST", "Nodes", "createNodes", "<request><node><node_id>n</node_id></node></request>")
-        call(
-            "POST",
-            "Links",
-            "createLinks",
-            "<request><link><node_id>n</node_id><link_id>bench-link</link_id>"
-            "<link_name>Bench</link_name><link_type>web</link_type></link></request>",
-        )
-        call("POST", "CallFlow", "createCallFlow", FLOW)
-        call(
-            "PUT",
-            "Links",
-            "attachRuleTemplateToLinks",
-            "<request><template_name>Bench</template_name><link_ids><link_id>bench-link</link_id>"
-            "</link_ids></request>",
-        )
+    prepare_link(server.base_url, server.headers(), "bench-link", FLOW)
 
 
 def lua_script(server: Server, directory: Path) -> Path:

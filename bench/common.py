@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,71 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def udp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def stop_process(
+    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace_s: float = 5.0
+) -> None:
+    """Signal, wait ``grace_s``, then SIGKILL."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen[bytes], what: Callable[[], str]) -> None:
+    """Wait (30 s at most) until voxflow at ``base_url`` answers /health; else stop it and exit
+    with ``what()`` (e.g. the tail of its log)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if httpx.get(f"{base_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or process.poll() is not None:
+            stop_process(process, signal.SIGKILL, 5)
+            raise SystemExit(f"voxflow serve did not start{what()}")
+        time.sleep(0.1)
+
+
+def prepare_link(base_url: str, headers: dict[str, str], link_id: str, flow: str) -> None:
+    """A node, the link ``link_id`` and the call flow ``flow`` (named Bench) attached to it,
+    through the API."""
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as c:
+
+        def call(verb: str, interface: str, method: str, body: str) -> None:
+            r = c.request(verb, f"/{interface}", params={"v": "3", "method": method}, content=body)
+            r.raise_for_status()
+
+        call("POST", "Nodes", "createNodes", "<request><node><node_id>n</node_id></node></request>")
+        call(
+            "POST",
+            "Links",
+            "createLinks",
+            f"<request><link><node_id>n</node_id><link_id>{link_id}</link_id>"
+            "<link_name>Bench</link_name><link_type>web</link_type></link></request>",
+        )
+        call("POST", "CallFlow", "createCallFlow", flow)
+        call(
+            "PUT",
+            "Links",
+            "attachRuleTemplateToLinks",
+            f"<request><template_name>Bench</template_name><link_ids><link_id>{link_id}"
+            "</link_id></link_ids></request>",
+        )
 
 
 def voxflow(*args: str, env: dict[str, str] | None = None) -> str:
@@ -47,12 +114,7 @@ class Server:
         return {"username": self.username, "secureKey": self.key}
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, grace_s=15)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -68,15 +130,5 @@ def start_server(db_url: str | None = None) -> Server:
         stdout=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline or process.poll() is not None:
-            process.kill()
-            raise SystemExit("voxflow did not start")
-        time.sleep(0.1)
+    wait_healthy(base, process, lambda: "")
     return Server(process, base, account["username"], account["secureKey"], workdir)

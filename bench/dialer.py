@@ -76,6 +76,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import stop_process, udp_port_free
 from voxflow.clock import SystemClock
 from voxflow.domain.calls import FINAL, CallStatus
 from voxflow.domain.dialstring import parse_dial_string
@@ -166,15 +168,6 @@ def socket_drops(ports: dict[str, int]) -> dict[str, int]:
     return {name: by_port.get(port, 0) for name, port in ports.items()}
 
 
-def udp_port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port(pair: bool = False) -> int:
     """A free UDP port outside voxflow's RTP range (20000-30000); with ``pair`` also port + 2."""
     while True:
@@ -187,19 +180,6 @@ def free_port(pair: bool = False) -> int:
 
 def pinned(core: int | None) -> list[str]:
     return ["taskset", "-c", str(core)] if core is not None else []
-
-
-def stop_process(
-    process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, grace_s: float = 5.0
-) -> None:
-    """Signal, wait ``grace_s``, then SIGKILL."""
-    if process.poll() is None:
-        process.send_signal(sig)
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # ---------------------------------------------------------------- SIPp

@@ -46,7 +46,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,13 +59,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import func, select
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 from tests.support import PostgresServer  # noqa: E402 (the tests' throwaway PostgreSQL)
 
+from common import free_port, prepare_link, stop_process, udp_port_free, wait_healthy  # noqa: E402
 from voxflow.domain.calls import FINAL  # noqa: E402
 from voxflow.services.accounts import Account  # noqa: E402
 from voxflow.services.calls import prepare_call, store_call  # noqa: E402
@@ -85,34 +85,9 @@ LATE = timedelta(milliseconds=100)
 FINAL_VALUES = [s.value for s in FINAL]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def udp_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def pct(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-def stop(process: subprocess.Popen[bytes], grace_s: float = 15) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # ------------------------------------------------------------------ the far end
@@ -124,7 +99,7 @@ class Uas:
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         media = free_port()
-        while not (udp_free(media) and udp_free(media + 2)):
+        while not (udp_port_free(media) and udp_port_free(media + 2)):
             media = free_port()
         args = [
             "sipp",
@@ -149,14 +124,14 @@ class Uas:
             args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         deadline = time.monotonic() + 10
-        while udp_free(self.port):
+        while udp_port_free(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                stop(self.process)
+                stop_process(self.process)
                 raise SystemExit(f"sipp did not start: {' '.join(args)}")
             time.sleep(0.05)
 
     def stop(self) -> None:
-        stop(self.process, grace_s=2)
+        stop_process(self.process, grace_s=2)
 
 
 # ------------------------------------------------------------------ voxflow serve
@@ -178,17 +153,7 @@ class Serve:
                 stdout=fh,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                stop(self.process)
-                raise SystemExit(f"voxflow serve did not start:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_healthy(self.base, self.process, lambda: f":\n{self.log.read_text()[-3000:]}")
 
     def _account(self) -> tuple[str, str]:
         out = subprocess.run(
@@ -204,36 +169,10 @@ class Serve:
     def prepare(self) -> None:
         """A node, a link and its call flow, through the API."""
         headers = {"username": self.username, "secureKey": self.key}
-        with httpx.Client(base_url=self.base, headers=headers, timeout=30) as c:
-
-            def call(verb: str, interface: str, method: str, body: str) -> None:
-                params = {"v": "3", "method": method}
-                c.request(verb, f"/{interface}", params=params, content=body).raise_for_status()
-
-            call(
-                "POST",
-                "Nodes",
-                "createNodes",
-                "<request><node><node_id>n</node_id></node></request>",
-            )
-            call(
-                "POST",
-                "Links",
-                "createLinks",
-                f"<request><link><node_id>n</node_id><link_id>{LINK}</link_id>"
-                "<link_name>Bench</link_name><link_type>web</link_type></link></request>",
-            )
-            call("POST", "CallFlow", "createCallFlow", FLOW)
-            call(
-                "PUT",
-                "Links",
-                "attachRuleTemplateToLinks",
-                f"<request><template_name>Bench</template_name><link_ids><link_id>{LINK}"
-                "</link_id></link_ids></request>",
-            )
+        prepare_link(self.base, headers, LINK, FLOW)
 
     def stop(self) -> None:
-        stop(self.process, grace_s=60)
+        stop_process(self.process, grace_s=60)
 
 
 def config(uas: Uas | None, cps: float, max_calls: int) -> str:
