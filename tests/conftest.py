@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import ApiClient, PostgresServer, RunningServer, start_server
+from tests.support import ApiClient, MovableClock, PostgresServer, RunningServer, start_server
 from voxflow.store.db import Database
 
 PG_REQUIRED = os.environ.get("VOXFLOW_TEST_POSTGRES") == "required"
@@ -98,3 +98,18 @@ def api_b(server: RunningServer) -> Iterator[ApiClient]:
     client = server.client("bob")
     yield client
     client.close()
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
+
+
+@pytest.fixture
+def clocked(database: Database, clock: MovableClock) -> Iterator[RunningServer]:
+    """voxflow on a loopback socket whose clock the test moves (``clock``)."""
+    running = start_server(database, clock)
+    try:
+        yield running
+    finally:
+        running.stop()

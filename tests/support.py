@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,16 @@ def attach(api: ApiClient, template: str, *link_ids: str, rules_variable: str = 
         ),
     )
     assert r.status_code == 204, r.text
+
+
+class MovableClock:
+    """An injected clock that tests move on by hand (``advance(minutes=1)``)."""
+
+    def __init__(self) -> None:
+        self.at = datetime(2026, 11, 26, 12, 0, 0)
+
+    def now(self) -> datetime:
+        return self.at
+
+    def advance(self, **delta: float) -> None:
+        self.at += timedelta(**delta)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,13 +28,13 @@ from sqlalchemy import select
 
 from tests.support import (
     ApiClient,
+    MovableClock,
     RunningServer,
     attach,
     errors_of,
     free_port,
     make_flow,
     make_link,
-    start_server,
     wrap,
     xml_of,
 )
@@ -50,17 +50,6 @@ from voxflow.store.db import Database
 from voxflow.telephony.sandbox import SandboxLeg, SandboxSettings
 
 FLOW = '<callFlow name="F"><call id="c" label="Agent" destinationPhoneNumber="441234"/></callFlow>'
-
-
-class MovableClock:
-    def __init__(self) -> None:
-        self.at = datetime(2026, 11, 26, 12, 0, 0)
-
-    def now(self) -> datetime:
-        return self.at
-
-    def advance(self, **delta: float) -> None:
-        self.at += timedelta(**delta)
 
 
 @dataclass
@@ -119,20 +108,6 @@ def receiver() -> Iterator[Receiver]:
     r.start()
     yield r
     r.stop()
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def clocked(database: Database, clock: MovableClock) -> Iterator[RunningServer]:
-    running = start_server(database, clock)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 from sqlalchemy import func, select, text
@@ -19,6 +19,7 @@ from sqlalchemy import func, select, text
 from tests.integration.test_dialer_sandbox import claim_and_dial
 from tests.support import (
     ApiClient,
+    MovableClock,
     RunningServer,
     attach,
     errors_of,
@@ -39,31 +40,6 @@ from voxflow.store.db import Database
 
 FLOW = '<callFlow name="F"><call id="c" label="Agent" destinationPhoneNumber="441234"/></callFlow>'
 NUMBER = "449789123123"
-
-
-class MovableClock:
-    def __init__(self) -> None:
-        self.at = datetime(2026, 11, 26, 12, 0, 0)
-
-    def now(self) -> datetime:
-        return self.at
-
-    def advance(self, **delta: float) -> None:
-        self.at += timedelta(**delta)
-
-
-@pytest.fixture
-def clock() -> MovableClock:
-    return MovableClock()
-
-
-@pytest.fixture
-def clocked(database: Database, clock: MovableClock) -> Iterator[RunningServer]:
-    running = start_server(database, clock)
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture
