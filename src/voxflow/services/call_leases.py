@@ -326,14 +326,7 @@ class CallLeases:
         conn.execute(
             t.calls.update()
             .where(_c.id.in_(pks), _c.status.in_(_NOT_STARTED))
-            .values(
-                status=CallStatus.EXPIRED.value,
-                status_reason=reason,
-                ended_at=now,
-                updated_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
-            )
+            .values(_ended(CallStatus.EXPIRED, reason, now))
         )
         late = {r.id: round((now - r.due_at).total_seconds(), 3) for r in rows}
         details = {pk: {"reason": reason, "late_s": late[pk]} for pk in pks}
@@ -353,14 +346,7 @@ class CallLeases:
             changed = conn.execute(
                 t.calls.update()
                 .where(_c.id == r.id, _c.status == r.status)
-                .values(
-                    status=CallStatus.UNKNOWN.value,
-                    status_reason=reason,
-                    ended_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires_at=None,
-                )
+                .values(_ended(CallStatus.UNKNOWN, reason, now))
             ).rowcount
             if changed:
                 _events(conn, {r.id: {"reason": reason, "was": r.status}}, "unknown", now)
@@ -487,3 +473,15 @@ class CallLeases:
             )
             reconciled = self._reconcile(conn, now, query, {}, "restarted")
         return len(stale), reconciled
+
+
+def _ended(status: CallStatus, reason: str, now: datetime) -> dict[str, Any]:
+    """The columns of a call that the dialing side ends without placing it (again)."""
+    return {
+        "status": status.value,
+        "status_reason": reason,
+        "ended_at": now,
+        "updated_at": now,
+        "lease_owner": None,
+        "lease_expires_at": None,
+    }

@@ -35,16 +35,17 @@ ERROR_MAX = 500
 _STATUSES = [s.value for s in CallStatus]
 
 _URL = func.coalesce(t.links.c.status_callback_url, t.accounts.c.status_callback_url)
+# The columns of a Target, for a query or a RETURNING clause on ``calls``.
+TARGET_COLUMNS = (
+    t.calls.c.id,
+    t.calls.c.call_id,
+    t.calls.c.link_id,
+    t.calls.c.destination,
+    t.calls.c.attempts,
+    t.calls.c.status_reason,
+)
 _TARGETS = RawStatement(
-    select(
-        t.calls.c.id,
-        t.calls.c.call_id,
-        t.calls.c.link_id,
-        t.calls.c.destination,
-        t.calls.c.attempts,
-        t.calls.c.status_reason,
-        _URL.label("url"),
-    )
+    select(*TARGET_COLUMNS, _URL.label("url"))
     .select_from(
         t.calls.join(t.accounts, t.accounts.c.id == t.calls.c.account_id).outerjoin(
             t.links, t.links.c.id == t.calls.c.link_pk
@@ -121,15 +122,6 @@ class Target:
     url: str | None
 
 
-# The columns of a Target, for a query or a RETURNING clause on ``calls``.
-TARGET_COLUMNS = (
-    t.calls.c.id,
-    t.calls.c.call_id,
-    t.calls.c.link_id,
-    t.calls.c.destination,
-    t.calls.c.attempts,
-    t.calls.c.status_reason,
-)
 URL_OF_CALL = func.coalesce(
     select(t.links.c.status_callback_url)
     .where(t.links.c.id == t.calls.c.link_pk)
