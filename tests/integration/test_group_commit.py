@@ -177,3 +177,38 @@ def test_work_handed_to_a_closed_writer_is_refused(
     with pytest.raises(RuntimeError):
         asyncio.run(main())
     assert "late" not in names(database)
+
+
+@pytest.fixture
+def recorder(database: Database) -> Iterator[GroupCommit]:
+    """The dialer's writer: group commit on both backends, no savepoint per item."""
+    _meta.create_all(database.engine)
+    w = GroupCommit(database, refusals=(), savepoints=False, name="test-recorder")
+    yield w
+    w.close()
+
+
+def test_the_dialers_writer_commits_a_batch_in_one_transaction(
+    recorder: GroupCommit, database: Database
+) -> None:
+    def insert_in(name: str) -> Callable[[Connection], int]:
+        def work(conn: Connection) -> int:
+            conn.execute(_rows.insert().values(name=name))
+            return id(conn.get_transaction())
+
+        return work
+
+    results = asyncio.run(batch(recorder, [insert_in(str(i)) for i in range(5)]))
+    assert len(set(results)) == 1  # PostgreSQL as well: one transaction, one commit
+    assert names(database) == [str(i) for i in range(5)]  # in arrival order
+
+
+def test_the_dialers_writer_fails_only_the_failing_item_without_savepoints(
+    recorder: GroupCommit, database: Database
+) -> None:
+    works = [insert("a"), insert_then("broken", RuntimeError("bug")), insert("c")]
+    results = asyncio.run(batch(recorder, works))
+    # The batch rolled back whole and each item ran again alone: only the broken one failed.
+    assert results[0] == "a" and results[2] == "c"
+    assert isinstance(results[1], RuntimeError)
+    assert names(database) == ["a", "c"]

@@ -14,13 +14,13 @@ import asyncio
 import contextlib
 import functools
 from collections.abc import Callable
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
 from voxflow.domain.calls import CallStatus
 from voxflow.domain.dialstring import DEFAULT_GAP_MS, DEFAULT_TONE_MS
 from voxflow.services.call_records import CallRecords, DueCall
+from voxflow.store.group_commit import Writer
 from voxflow.telephony.leg import CallLeg
 
 
@@ -38,18 +38,15 @@ LegFactory = Callable[[DueCall], LegPlan]
 
 
 class Placer:
-    """``threads``: where the record's writes run (None: the event loop's default executor)."""
+    """``writer``: where the record's writes run, batched with those of the other calls."""
 
-    def __init__(self, records: CallRecords, threads: Executor | None = None) -> None:
+    def __init__(self, records: CallRecords, writer: Writer) -> None:
         self.records = records
-        self.threads = threads
-
-    async def _write(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.threads, functools.partial(fn, *args, **kwargs))
+        self.writer = writer
 
     async def move(self, call: DueCall, status: CallStatus, **kwargs: Any) -> bool:
-        return bool(await self._write(self.records.move, call.pk, status, **kwargs))
+        move = functools.partial(self.records.move_on, pk=call.pk, status=status, **kwargs)
+        return bool(await self.writer.run(move))
 
     async def place(self, call: DueCall, plan: LegPlan) -> None:
         try:
@@ -106,4 +103,6 @@ class Placer:
                 "actual_ms": round((sent.actual_at - answered_at) * 1000, 3),
                 "error_ms": round((sent.actual_at - sent.planned_at) * 1000, 3),
             }
-            await self._write(self.records.event, call.pk, "keypress", detail)
+            await self.writer.run(
+                functools.partial(self.records.event_on, pk=call.pk, kind="keypress", detail=detail)
+            )

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, or_, select, text
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, func, or_, select, text
 
 from voxflow.clock import Clock
 from voxflow.domain.calls import IN_PROGRESS, NOT_STARTED, CallStatus
@@ -370,47 +370,61 @@ class CallLeases:
     def start_dialing(self, claim: Claim, owner: str, lease: timedelta) -> bool:
         """Commit ``dialing`` before the first SIP request; False if the call is no longer ours
         to place (cancelled, or the lease went to another dialer)."""
+        with self.db.write() as conn:
+            return self.start_dialing_on(conn, claim, owner, lease)
+
+    def start_dialing_on(
+        self, conn: Connection, claim: Claim, owner: str, lease: timedelta
+    ) -> bool:
+        """:meth:`start_dialing` in the caller's write transaction (a writer's batch)."""
         now = self.clock.now()
         call = claim.call
         wait_ms = max(0, round((now - call.due_at).total_seconds() * 1000))
-        with self.db.write() as conn:
-            changed = conn.execute(
-                t.calls.update()
-                .where(_c.id == call.pk, _c.lease_owner == owner, _c.status.in_(_NOT_STARTED))
-                .values(
-                    status=CallStatus.DIALING.value,
-                    attempts=_c.attempts + 1,
-                    started_at=now,
-                    updated_at=now,
-                    lease_expires_at=now + lease,
-                    queue_wait_ms=wait_ms,
-                )
-            ).rowcount
-            if changed:
-                detail = {
-                    "by": owner,
-                    "queue_wait_ms": wait_ms,
-                    "slot": claim.slot.isoformat(sep=" "),
-                }
-                _events(conn, {call.pk: detail}, CallStatus.DIALING.value, now)
+        changed = conn.execute(
+            t.calls.update()
+            .where(_c.id == call.pk, _c.lease_owner == owner, _c.status.in_(_NOT_STARTED))
+            .values(
+                status=CallStatus.DIALING.value,
+                attempts=_c.attempts + 1,
+                started_at=now,
+                updated_at=now,
+                lease_expires_at=now + lease,
+                queue_wait_ms=wait_ms,
+            )
+        ).rowcount
+        if changed:
+            detail = {
+                "by": owner,
+                "queue_wait_ms": wait_ms,
+                "slot": claim.slot.isoformat(sep=" "),
+            }
+            _events(conn, {call.pk: detail}, CallStatus.DIALING.value, now)
         return bool(changed)
 
     # ------------------------------------------------------------------ leases in bulk
 
     def renew(self, owner: str, pks: Sequence[int], lease: timedelta) -> int:
-        """Extend this dialer's leases on ``pks``; returns how many it still holds."""
+        """Extend this dialer's leases on ``pks``; returns how many it renewed.
+
+        On PostgreSQL a call whose row another transaction holds at this moment (the dialer's
+        writer recording its status, in a batch with others) is skipped: it is renewed next
+        time, a third of a lease later. Waiting for it could deadlock with that batch, which
+        locks its rows in another order.
+        """
         now = self.clock.now()
         held = 0
         for chunk in _chunks(pks):
+            mine = and_(
+                _c.id.in_(chunk),
+                _c.lease_owner == owner,
+                _c.status.in_(_NOT_STARTED + _IN_PROGRESS),
+            )
             with self.db.write() as conn:
+                where: ColumnElement[bool] = mine
+                if conn.dialect.name == "postgresql":
+                    where = _c.id.in_(select(_c.id).where(mine).with_for_update(skip_locked=True))
                 held += conn.execute(
-                    t.calls.update()
-                    .where(
-                        _c.id.in_(chunk),
-                        _c.lease_owner == owner,
-                        _c.status.in_(_NOT_STARTED + _IN_PROGRESS),
-                    )
-                    .values(lease_expires_at=now + lease)
+                    t.calls.update().where(where).values(lease_expires_at=now + lease)
                 ).rowcount
         return held
 

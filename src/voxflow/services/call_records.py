@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 
 from voxflow.clock import Clock
 from voxflow.domain.calls import CALL_RESULTS, FINAL, IN_PROGRESS, CallStatus, predecessors
@@ -86,7 +86,31 @@ class CallRecords:
         detail: dict[str, Any] | None = None,
         status_reason: str | None = None,
     ) -> bool:
-        """Move a call to ``status``; False when its current status does not allow it."""
+        """Move a call to ``status`` in a transaction of its own; False when its current status
+        does not allow it."""
+        with self.db.write() as conn:
+            return self.move_on(
+                conn,
+                pk,
+                status,
+                sip_code=sip_code,
+                sip_reason=sip_reason,
+                detail=detail,
+                status_reason=status_reason,
+            )
+
+    def move_on(
+        self,
+        conn: Connection,
+        pk: int,
+        status: CallStatus,
+        *,
+        sip_code: int | None = None,
+        sip_reason: str = "",
+        detail: dict[str, Any] | None = None,
+        status_reason: str | None = None,
+    ) -> bool:
+        """:meth:`move` in the caller's write transaction (a writer's batch)."""
         now = self.clock.now()
         values: dict[str, Any] = {"status": status.value, "updated_at": now}
         if sip_code is not None:
@@ -109,15 +133,14 @@ class CallRecords:
         move = _MOVES.get(status)
         if move is None:  # no status moves to it
             return False
-        with self.db.write() as conn:
-            changed = move.rows(conn, {**values, "call_pk": pk})
-            if changed:
-                _INSERT_EVENT.insert(
-                    conn,
-                    {"call_pk": pk, "at": now, "kind": status.value, "detail": json.dumps(event)},
-                )
-                target = callbacks.Target(*changed[0])
-                callbacks.enqueue_target(conn, target, status.value, now, event)
+        changed = move.rows(conn, {**values, "call_pk": pk})
+        if changed:
+            _INSERT_EVENT.insert(
+                conn,
+                {"call_pk": pk, "at": now, "kind": status.value, "detail": json.dumps(event)},
+            )
+            target = callbacks.Target(*changed[0])
+            callbacks.enqueue_target(conn, target, status.value, now, event)
         return bool(changed)
 
     def cancel_requests(self, owner: str) -> list[int]:
@@ -136,10 +159,14 @@ class CallRecords:
     def event(self, pk: int, kind: str, detail: dict[str, Any]) -> None:
         """Record something that happened on a call without changing its status."""
         with self.db.write() as conn:
-            conn.execute(
-                t.call_events.insert(),
-                {"call_pk": pk, "at": self.clock.now(), "kind": kind, "detail": json.dumps(detail)},
-            )
+            self.event_on(conn, pk, kind, detail)
+
+    def event_on(self, conn: Connection, pk: int, kind: str, detail: dict[str, Any]) -> None:
+        """:meth:`event` in the caller's write transaction (a writer's batch)."""
+        _INSERT_EVENT.insert(
+            conn,
+            {"call_pk": pk, "at": self.clock.now(), "kind": kind, "detail": json.dumps(detail)},
+        )
 
 
 def due_call(row: Any) -> DueCall:

@@ -19,9 +19,15 @@ The writer's connection runs with ``synchronous = FULL``: the commit returns aft
 on disk, so an answer survives a power loss, not only a crash of the process. Group commit is
 what makes that affordable: one fsync per batch instead of one per request.
 
-PostgreSQL (:class:`OwnTransactions`): each work item runs in its own transaction on a pool of
-threads; the server interleaves concurrent transactions (and groups their commits) itself, and
-many API processes may write at once. A unique constraint broken by a transaction that
+The dialer records calls through group commit on both backends (``savepoints=False``: a status
+move is never refused, so an item needs no savepoint of its own; an item that fails rolls the
+batch back and every item runs again alone). Its writes are many short transactions on rows no
+API request waits for; one thread committing them in batches keeps the number of threads that
+want the GIL (and the event loop's wait for it) small, and pays one commit per batch.
+
+PostgreSQL for the API (:class:`OwnTransactions`): each work item runs in its own transaction on
+a pool of threads; the server interleaves concurrent transactions (and groups their commits)
+itself, and many API processes may write at once. A unique constraint broken by a transaction that
 committed first rolls the item back and runs it once more: its checks then see the other row.
 """
 
@@ -120,10 +126,14 @@ class GroupCommit:
         *,
         refusals: tuple[type[Exception], ...],
         max_batch: int = MAX_BATCH,
+        savepoints: bool = True,
+        name: str = "voxflow-writer",
     ) -> None:
         self.db = db
         self.refusals = refusals
         self.max_batch = max_batch
+        self.savepoints = savepoints
+        self.name = name
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -139,9 +149,7 @@ class GroupCommit:
             if self._closed:
                 raise WriterClosed("the database is closed")
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._main, name="voxflow-writer", daemon=True
-                )
+                self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
                 self._thread.start()
             self._queue.put(_Item(work, loop, future, after_commit))
         return await future
@@ -197,10 +205,11 @@ class GroupCommit:
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.invalidated or self._conn.closed:
             conn = self.db.engine.connect()
-            # On the driver, outside any transaction: SQLite refuses to change it inside one.
-            cursor = conn.connection.cursor()
-            cursor.execute("PRAGMA synchronous = FULL")
-            cursor.close()
+            if self.db.is_sqlite:
+                # On the driver, outside any transaction: SQLite refuses to change it inside one.
+                cursor = conn.connection.cursor()
+                cursor.execute("PRAGMA synchronous = FULL")
+                cursor.close()
             self._conn = conn
         return self._conn
 
@@ -216,6 +225,8 @@ class GroupCommit:
             return [self._alone(item.work) for item in batch]
 
     def _in_savepoint(self, conn: Connection, work: Work[Any]) -> _Outcome:
+        if not self.savepoints:  # what an item raises fails the batch (and _commit retries)
+            return _Outcome(value=work(conn))
         cursor = conn.connection.cursor()
         try:
             cursor.execute(_SAVEPOINT)
