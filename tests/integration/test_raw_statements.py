@@ -4,7 +4,7 @@ UPDATE with and without RETURNING, each giving what SQLAlchemy's own execution g
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import (
@@ -98,3 +98,24 @@ def test_an_update_sets_the_columns_given_and_returns_the_new_row(conn: Connecti
         "z",
         "b",
     ]
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 1, 2, 3, 4, 5, 678000),
+        datetime(2026, 1, 2, 3, 4, 5),  # no microseconds: still written with .000000
+        datetime(999, 12, 31, 23, 59, 59, 1),
+        datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),  # aware: SQLAlchemy's own processor
+    ],
+)
+def test_a_datetime_is_stored_exactly_as_sqlalchemy_stores_it(
+    conn: Connection, at: datetime
+) -> None:
+    conn.execute(items.insert(), {"id": 100, "kind": "a", "at": at})
+    RawStatement(items.insert()).insert(conn, {"id": 101, "kind": "a", "at": at})
+    stored = select(func.cast(items.c.at, String)).where(items.c.id.in_([100, 101]))
+    by_core, by_raw = conn.execute(stored.order_by(items.c.id)).scalars()
+    assert by_raw == by_core
+    found = RawStatement(select(items.c.at).where(items.c.id == bindparam("id")))
+    assert found.first(conn, {"id": 101}) == found.first(conn, {"id": 100})
