@@ -57,7 +57,7 @@ def create_app(
                 finally:
                     await telephony.stop()
 
-    return build_app(db, clock, lifespan, limits=settings.limits), db
+    return build_app(db, clock, lifespan, limits=settings.limits, start_writer=True), db
 
 
 async def run_dialer(db: Database, settings: Settings, clock: Clock | None = None) -> None:

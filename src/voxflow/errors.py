@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,10 @@ class ApiError(Exception):
     def __init__(self, *messages: str, status: int = 400) -> None:
         self.items: list[ErrorItem] = [ErrorItem(status, m) for m in messages]
         super().__init__("; ".join(messages))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled whole (its items, not only its text): the API's writer process sends it back.
+        return (ApiError.of, (self.items,))
 
     @classmethod
     def of(cls, items: Iterable[ErrorItem]) -> ApiError:

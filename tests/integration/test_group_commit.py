@@ -35,7 +35,7 @@ class Refused(Exception):
 @pytest.fixture
 def writer(database: Database) -> Iterator[Writer]:
     _meta.create_all(database.engine)
-    w = writer_for(database, refusals=(Refused,))
+    w = writer_for(database, refusals=(Refused,), process=False)
     yield w
     w.close()
 

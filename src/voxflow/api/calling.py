@@ -22,7 +22,7 @@ from voxflow.clock import wire_time
 from voxflow.domain.limits import Limits
 from voxflow.services import due_signal, idempotency, limits
 from voxflow.services.accounts import Account
-from voxflow.services.calls import NewCall, prepare_call, store_call
+from voxflow.services.calls import prepare_call, store_call
 from voxflow.services.idempotency import StoredAnswer
 from voxflow.store.db import Database
 
@@ -56,8 +56,11 @@ class Pending:
 
 @dataclass(frozen=True)
 class Accepted:
+    """What comes back from the writer (across a pipe on SQLite: kept small)."""
+
     answer: StoredAnswer
-    call: NewCall | None  # None: a repeat answered from its Idempotency-Key
+    due_at: datetime | None  # None: a repeat answered from its Idempotency-Key
+    due_now: bool = False
 
 
 def _accept(pending: Pending, conn: Connection) -> Accepted:
@@ -83,16 +86,15 @@ def _accept(pending: Pending, conn: Connection) -> Accepted:
     # Counted in this transaction: on SQLite it sees the calls of the batch before this one.
     limits.admit(conn, call.row, pending.limits, own=call.own_limits)
     store_call(conn, call)
-    return Accepted(answer, call)
+    return Accepted(answer, call.due_at, due_now=call.delay_minutes == 0)
 
 
 def _announcer(db: Database) -> Callable[[Accepted], None]:
     """Tell the dialers about a new call, once it is committed (on the writer's thread)."""
 
     def announce(accepted: Accepted) -> None:
-        if accepted.call is not None:
-            call = accepted.call
-            due_signal.announce(db, call.due_at, due_now=call.delay_minutes == 0)
+        if accepted.due_at is not None:
+            due_signal.announce(db, accepted.due_at, due_now=accepted.due_now)
 
     return announce
 

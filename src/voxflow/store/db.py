@@ -7,6 +7,8 @@ runs the same SQL with its default READ COMMITTED isolation.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -54,6 +56,33 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class _FileLock:
+    """An exclusive ``flock`` on a file, taken by one thread of this process at a time (the
+    caller holds the process's own lock). Waiting for it sleeps in the kernel, without the GIL,
+    and wakes the moment the holder lets go."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise DatabaseError(f"cannot open the database's write lock: {exc}") from None
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalise_url(url)
@@ -62,6 +91,8 @@ class Database:
         except ArgumentError as exc:
             raise DatabaseError(f"invalid database URL {url!r}: {exc}") from None
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        # SQLite in memory lives in this process only (and in one connection per thread).
+        self.in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
@@ -82,7 +113,12 @@ class Database:
             raise DatabaseError(f"cannot use database URL {url!r}: {exc}") from None
         # SQLite has one writer at a time. Queuing this process's writers on a lock is fair and
         # immediate; left to SQLite's busy handler they would poll with sleeps of up to 100 ms.
+        # Writers of other processes on the same file (the API's writer process, a second
+        # voxflow command) queue on an advisory lock on a file next to it, for the same reason.
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._file_lock: _FileLock | None = None
+        if self.is_sqlite and not self.in_memory and parsed.database:
+            self._file_lock = _FileLock(Path(parsed.database + ".write-lock"))
         self._on_dispose: list[Callable[[], None]] = []
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
@@ -102,7 +138,7 @@ class Database:
                 yield conn
             return
         # The lock first: a writer waiting for it holds no pooled connection.
-        with self._write_lock, self.engine.connect() as conn:
+        with self._write_lock, self._other_processes(), self.engine.connect() as conn:
             writer = conn.execution_options(write=True)
             with writer.begin():
                 yield writer
@@ -114,10 +150,18 @@ class Database:
             with conn.begin():
                 yield conn
             return
-        with self._write_lock:
+        with self._write_lock, self._other_processes():
             writer = conn.execution_options(write=True)
             with writer.begin():
                 yield writer
+
+    @contextmanager
+    def _other_processes(self) -> Iterator[None]:
+        if self._file_lock is None:
+            yield
+            return
+        with self._file_lock:
+            yield
 
     def upgrade(self) -> None:
         """Apply every migration that has not been applied yet."""
@@ -142,3 +186,5 @@ class Database:
         while self._on_dispose:
             self._on_dispose.pop()()
         self.engine.dispose()
+        if self._file_lock is not None:
+            self._file_lock.close()

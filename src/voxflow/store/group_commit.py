@@ -74,12 +74,23 @@ class Writer(Protocol):
         """
         ...
 
+    def start(self) -> None:
+        """Start now what would start with the first item (a thread, a process)."""
+        ...
+
     def close(self) -> None: ...
 
 
-def writer_for(db: Database, *, refusals: tuple[type[Exception], ...]) -> Writer:
-    """Group commit on SQLite, a transaction per item on PostgreSQL."""
+def writer_for(
+    db: Database, *, refusals: tuple[type[Exception], ...], process: bool = True
+) -> Writer:
+    """Group commit on SQLite (in a writer process for a database file, unless ``process`` is
+    False; in a thread for an in-memory one), a transaction per item on PostgreSQL."""
     if db.is_sqlite:
+        if process and not db.in_memory:
+            from voxflow.store.writer_process import ProcessCommit
+
+            return ProcessCommit(db, refusals=refusals)
         return GroupCommit(db, refusals=refusals)
     return OwnTransactions(db)
 
@@ -117,90 +128,31 @@ def _settle(pairs: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
             future.set_result(outcome.value)
 
 
-class GroupCommit:
-    """SQLite: one writer thread, one transaction and one commit for every waiting item."""
+class Batches:
+    """The core of group commit: a batch of work items in one transaction, on a connection of
+    its own. It runs where the writer runs: a thread (:class:`GroupCommit`) or a process of its
+    own (:mod:`voxflow.store.writer_process`)."""
 
     def __init__(
-        self,
-        db: Database,
-        *,
-        refusals: tuple[type[Exception], ...],
-        max_batch: int = MAX_BATCH,
-        savepoints: bool = True,
-        name: str = "voxflow-writer",
+        self, db: Database, *, refusals: tuple[type[Exception], ...], savepoints: bool = True
     ) -> None:
         self.db = db
         self.refusals = refusals
-        self.max_batch = max_batch
         self.savepoints = savepoints
-        self.name = name
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._closed = False
         self._conn: Connection | None = None
-        db.on_dispose(self.close)
 
-    async def run(self, work: Work[T], after_commit: AfterCommit[T] | None = None) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        # Under the lock: no item can be queued behind the stop mark that close() puts.
-        with self._lock:
-            if self._closed:
-                raise WriterClosed("the database is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
-                self._thread.start()
-            self._queue.put(_Item(work, loop, future, after_commit))
-        return await future
+    def commit(self, works: list[Work[Any]]) -> list[_Outcome]:
+        """One outcome per work item, in order; never raises."""
+        try:
+            return self._commit(works)
+        except Exception as exc:  # never leave a request waiting for nothing
+            log.exception("the writer failed a batch of %d", len(works))
+            return [_Outcome(error=exc) for _ in works]
 
     def close(self) -> None:
-        """Finish the items queued so far, then stop the writer thread."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            thread = self._thread
-            if thread is not None:
-                self._queue.put(None)
-        if thread is not None:
-            thread.join()
-
-    # ------------------------------------------------------------ the writer thread
-
-    def _main(self) -> None:
-        try:
-            while True:
-                batch, stop = self._next_batch()
-                if batch:
-                    try:
-                        outcomes = self._commit(batch)
-                    except Exception as exc:  # never leave a request waiting for nothing
-                        log.exception("the writer failed a batch of %d", len(batch))
-                        outcomes = [_Outcome(error=exc) for _ in batch]
-                    for item, outcome in zip(batch, outcomes, strict=True):
-                        _after(item.after_commit, outcome)
-                    self._deliver(batch, outcomes)
-                if stop:
-                    return
-        finally:
-            if self._conn is not None:
-                self._conn.close()
-
-    def _next_batch(self) -> tuple[list[_Item], bool]:
-        first = self._queue.get()
-        if first is None:
-            return [], True
-        batch = [first]
-        while len(batch) < self.max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is None:
-                return batch, True
-            batch.append(item)
-        return batch, False
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.invalidated or self._conn.closed:
@@ -213,16 +165,16 @@ class GroupCommit:
             self._conn = conn
         return self._conn
 
-    def _commit(self, batch: list[_Item]) -> list[_Outcome]:
+    def _commit(self, works: list[Work[Any]]) -> list[_Outcome]:
         try:
             with self.db.write_on(self._connection()) as conn:
-                return [self._in_savepoint(conn, item.work) for item in batch]
+                return [self._in_savepoint(conn, work) for work in works]
         except Exception as exc:
             self._drop_connection()
-            if len(batch) == 1:
+            if len(works) == 1:
                 return [_Outcome(error=exc)]
-            log.warning("a batch of %d writes rolled back (%r); each runs alone", len(batch), exc)
-            return [self._alone(item.work) for item in batch]
+            log.warning("a batch of %d writes rolled back (%r); each runs alone", len(works), exc)
+            return [self._alone(work) for work in works]
 
     def _in_savepoint(self, conn: Connection, work: Work[Any]) -> _Outcome:
         if not self.savepoints:  # what an item raises fails the batch (and _commit retries)
@@ -257,16 +209,109 @@ class GroupCommit:
                 self._conn.close()
             self._conn = None
 
-    @staticmethod
-    def _deliver(batch: list[_Item], outcomes: list[_Outcome]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], _Outcome]]]
-        by_loop = defaultdict(list)
-        for item, outcome in zip(batch, outcomes, strict=True):
-            by_loop[item.loop].append((item.future, outcome))
-        for loop, pairs in by_loop.items():
-            # A closed loop raises RuntimeError: nobody waits for these answers any more.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_settle, pairs)
+
+class GroupCommit:
+    """One writer thread, one transaction and one commit for every waiting item."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        refusals: tuple[type[Exception], ...],
+        max_batch: int = MAX_BATCH,
+        savepoints: bool = True,
+        name: str = "voxflow-writer",
+    ) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        self.name = name
+        self._batches = Batches(db, refusals=refusals, savepoints=savepoints)
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+        db.on_dispose(self.close)
+
+    async def run(self, work: Work[T], after_commit: AfterCommit[T] | None = None) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        # Under the lock: no item can be queued behind the stop mark that close() puts.
+        with self._lock:
+            if self._closed:
+                raise WriterClosed("the database is closed")
+            self._start_locked()
+            self._queue.put(_Item(work, loop, future, after_commit))
+        return await future
+
+    def start(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Finish the items queued so far, then stop the writer thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join()
+
+    def _connection(self) -> Connection:
+        return self._batches._connection()
+
+    # ------------------------------------------------------------ the writer thread
+
+    def _main(self) -> None:
+        try:
+            while True:
+                batch, stop = self._next_batch()
+                if batch:
+                    outcomes = self._batches.commit([item.work for item in batch])
+                    for item, outcome in zip(batch, outcomes, strict=True):
+                        _after(item.after_commit, outcome)
+                    _deliver([(item.loop, item.future) for item in batch], outcomes)
+                if stop:
+                    return
+        finally:
+            self._batches.close()
+
+    def _next_batch(self) -> tuple[list[_Item], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+
+def _deliver(
+    waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[Any]]], outcomes: list[_Outcome]
+) -> None:
+    """Hand each outcome to its future, on the future's event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], _Outcome]]]
+    by_loop = defaultdict(list)
+    for (loop, future), outcome in zip(waiting, outcomes, strict=True):
+        by_loop[loop].append((future, outcome))
+    for loop, pairs in by_loop.items():
+        # A closed loop raises RuntimeError: nobody waits for these answers any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, pairs)
 
 
 class OwnTransactions:
@@ -290,6 +335,9 @@ class OwnTransactions:
                 value = work(conn)
         _after(after_commit, _Outcome(value=value))
         return value
+
+    def start(self) -> None:
+        return None  # its threads start with the first items
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

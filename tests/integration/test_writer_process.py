@@ -1,0 +1,253 @@
+"""The API's writer in a process of its own (store.writer_process), on a real SQLite file.
+
+Work items cross a pipe, so they are module-level functions given by ``functools.partial``; a
+file the test creates stands in for a threading.Event across the two processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import functools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, select
+
+from voxflow.errors import ApiError
+from voxflow.services.calls import LINK_DOES_NOT_EXIST, LINK_ID_EMPTY
+from voxflow.store.db import Database
+from voxflow.store.group_commit import WriterClosed, writer_for
+from voxflow.store.writer_process import ProcessCommit, WriterProcessGone
+
+_meta = MetaData()
+_rows = Table(
+    "writer_process_test_rows",
+    _meta,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(32), nullable=False),
+)
+WAIT_S = 60  # a bound on waits for the other process, never reached when things work
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'voxflow.db'}")
+    database.upgrade()
+    _meta.create_all(database.engine)
+    try:
+        yield database
+    finally:
+        database.dispose()
+
+
+@pytest.fixture
+def writer(db: Database) -> Iterator[ProcessCommit]:
+    w = writer_for(db, refusals=(ApiError,))
+    assert isinstance(w, ProcessCommit)
+    yield w
+    w.close()
+
+
+def names(db: Database) -> list[str]:
+    with db.read() as conn:
+        return list(conn.execute(select(_rows.c.name).order_by(_rows.c.id)).scalars())
+
+
+def _insert(name: str, conn: Connection) -> tuple[str, int]:
+    conn.execute(_rows.insert().values(name=name))
+    return name, os.getpid()
+
+
+def _insert_then_refuse(name: str, conn: Connection) -> None:
+    conn.execute(_rows.insert().values(name=name))
+    raise ApiError(LINK_DOES_NOT_EXIST, LINK_ID_EMPTY)
+
+
+def _hold(started: str, release: str, conn: Connection) -> str:
+    """Hold the writer (and its transaction) until ``release`` exists."""
+    Path(started).touch()
+    deadline = time.monotonic() + WAIT_S
+    while not Path(release).exists() and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return "held"
+
+
+def _exit_now(conn: Connection) -> None:
+    os._exit(3)  # the writer process dies in the middle of a batch
+
+
+async def _wait_for(path: Path) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        await asyncio.sleep(0.005)
+
+
+def test_items_run_in_the_writer_process_and_come_back_after_their_commit(
+    writer: ProcessCommit, db: Database
+) -> None:
+    async def main() -> list[bool]:
+        seen = []
+        for i in range(5):
+            name, pid = await writer.run(functools.partial(_insert, f"n{i}"))
+            assert pid != os.getpid() and pid == writer.pid
+            seen.append(name in names(db))  # committed: another connection sees it
+        return seen
+
+    assert asyncio.run(main()) == [True] * 5
+
+
+def test_a_refusal_comes_back_whole_and_costs_only_its_item(
+    writer: ProcessCommit, db: Database, tmp_path: Path
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    async def main() -> list[Any]:
+        holder = asyncio.ensure_future(
+            writer.run(functools.partial(_hold, str(started), str(release)))
+        )
+        await _wait_for(started)
+        works = [
+            functools.partial(_insert, "a"),
+            functools.partial(_insert_then_refuse, "refused"),
+            functools.partial(_insert, "c"),
+        ]
+        pending = [asyncio.ensure_future(writer.run(w)) for w in works]
+        await asyncio.sleep(0.05)  # queued behind the holder: they form one batch
+        release.touch()
+        assert await holder == "held"
+        return list(await asyncio.gather(*pending, return_exceptions=True))
+
+    results = asyncio.run(main())
+    assert results[0][0] == "a" and results[2][0] == "c"
+    refusal = results[1]
+    assert isinstance(refusal, ApiError)
+    assert [(i.status, i.message) for i in refusal.items] == [
+        (400, LINK_DOES_NOT_EXIST),
+        (400, LINK_ID_EMPTY),
+    ]
+    assert names(db) == ["a", "c"]
+
+
+def test_after_commit_runs_in_this_process(writer: ProcessCommit) -> None:
+    seen: list[tuple[str, int]] = []
+
+    async def main() -> None:
+        await writer.run(functools.partial(_insert, "x"), seen.append)
+
+    asyncio.run(main())
+    assert seen == [("x", writer.pid)]
+
+
+def test_the_writer_process_holds_the_databases_write_lock_file(
+    writer: ProcessCommit, db: Database, tmp_path: Path
+) -> None:
+    """While the child is in a write transaction, the lock file next to the database is locked
+    (this process's writers would queue on it); it is free again after the commit."""
+    started, release = tmp_path / "started", tmp_path / "release"
+    lock_path = str(db.engine.url.database) + ".write-lock"
+
+    def try_lock() -> bool:
+        fd = os.open(lock_path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # closing drops a lock we took
+        return True
+
+    async def main() -> tuple[bool, bool]:
+        holder = asyncio.ensure_future(
+            writer.run(functools.partial(_hold, str(started), str(release)))
+        )
+        await _wait_for(started)
+        during = try_lock()
+        release.touch()
+        await holder
+        return during, try_lock()
+
+    assert asyncio.run(main()) == (False, True)
+
+
+def test_a_dead_writer_process_fails_its_items_and_a_new_one_takes_over(
+    writer: ProcessCommit, db: Database
+) -> None:
+    async def main() -> None:
+        first = writer.pid
+        await writer.run(functools.partial(_insert, "before"))
+        with pytest.raises(WriterProcessGone):
+            await asyncio.wait_for(writer.run(_exit_now), WAIT_S)
+        name, pid = await asyncio.wait_for(writer.run(functools.partial(_insert, "after")), WAIT_S)
+        assert name == "after" and pid != first
+
+    asyncio.run(main())
+    assert names(db) == ["before", "after"]
+
+
+def test_a_killed_writer_process_fails_what_is_in_flight(
+    writer: ProcessCommit, db: Database, tmp_path: Path
+) -> None:
+    started, release = tmp_path / "started", tmp_path / "release"
+
+    async def main() -> None:
+        holder = asyncio.ensure_future(
+            writer.run(functools.partial(_hold, str(started), str(release)))
+        )
+        await _wait_for(started)
+        queued = asyncio.ensure_future(writer.run(functools.partial(_insert, "queued")))
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGKILL)
+        for item in (holder, queued):
+            with pytest.raises(WriterProcessGone):
+                await asyncio.wait_for(item, WAIT_S)
+
+    asyncio.run(main())
+    assert names(db) == []  # the transaction never committed
+
+
+def test_close_finishes_what_is_queued_and_stops_the_process(
+    writer: ProcessCommit, db: Database
+) -> None:
+    async def main() -> list[Any]:
+        pending = [
+            asyncio.ensure_future(writer.run(functools.partial(_insert, str(i)))) for i in range(20)
+        ]
+        await asyncio.sleep(0)
+        pid = writer.pid
+        await asyncio.to_thread(writer.close)
+        assert pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # the process has ended (and was reaped)
+        return list(await asyncio.gather(*pending))
+
+    results = asyncio.run(main())
+    assert [name for name, _ in results] == [str(i) for i in range(20)]
+    assert names(db) == [str(i) for i in range(20)]
+
+    async def late() -> None:
+        await writer.run(functools.partial(_insert, "late"))
+
+    with pytest.raises(WriterClosed):
+        asyncio.run(late())
+
+
+def test_sigterm_to_the_process_group_does_not_stop_the_writer(writer: ProcessCommit) -> None:
+    """The child ignores SIGTERM and SIGINT (a service manager or a terminal sends them to the
+    whole group): it stops when its parent closes the pipe, after the queued items."""
+
+    async def main() -> None:
+        await writer.run(functools.partial(_insert, "first"))
+        assert writer.pid is not None
+        os.kill(writer.pid, signal.SIGTERM)
+        os.kill(writer.pid, signal.SIGINT)
+        name, _ = await asyncio.wait_for(writer.run(functools.partial(_insert, "second")), WAIT_S)
+        assert name == "second"
+
+    asyncio.run(main())
