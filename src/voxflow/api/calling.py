@@ -49,7 +49,7 @@ class Pending:
     link_id: str
     variables: dict[str, str]
     key: str | None
-    digest: str
+    digest: str  # of the body, when there is a key
     now: datetime
     limits: Limits  # the configured defaults, under the account's own
 
@@ -109,7 +109,10 @@ async def initiate_call(req: Request) -> Result:
         link_id=xmlcodec.text(req.body, "link_id") or "",
         variables=_call_variables(req),
         key=key,
-        digest=idempotency.request_hash("Calling::initiateCall", req.raw_body),
+        # Only a request with a key is compared with an earlier one.
+        digest=idempotency.request_hash("Calling::initiateCall", req.raw_body)
+        if key is not None
+        else "",
         now=req.clock.now(),
         limits=req.limits,
     )

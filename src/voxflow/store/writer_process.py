@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
+from voxflow import logs
 from voxflow.store.db import Database
 from voxflow.store.group_commit import (
     MAX_BATCH,
@@ -87,6 +88,7 @@ def _child_main(
     or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logs.setup()  # as the parent's (VOXFLOW_LOG_LEVEL is inherited)
     db = Database(url)
     batches = Batches(db, refusals=refusals)
     try:
