@@ -11,6 +11,8 @@ import fcntl
 import functools
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +253,33 @@ def test_sigterm_to_the_process_group_does_not_stop_the_writer(writer: ProcessCo
         assert name == "second"
 
     asyncio.run(main())
+
+
+EXIT_SCRIPT = """
+import asyncio, functools, sys
+from voxflow.store.db import Database
+from voxflow.store.group_commit import writer_for
+from voxflow.errors import ApiError
+sys.path.insert(0, {tests!r})
+from integration.test_writer_process import _insert, _meta
+
+db = Database({url!r})
+_meta.create_all(db.engine)
+writer = writer_for(db, refusals=(ApiError,))
+print(asyncio.run(writer.run(functools.partial(_insert, "x")))[0], flush=True)
+# No close(), no dispose(): the interpreter's exit must still end the writer process.
+"""
+
+
+def test_a_process_that_exits_without_closing_its_writer_still_exits(tmp_path: Path) -> None:
+    """At exit multiprocessing terminates and joins its children; the child ignores SIGTERM, so
+    without the module's exit handler the parent would wait for it for ever."""
+    url = f"sqlite:///{tmp_path / 'voxflow.db'}"
+    Database(url).upgrade()
+    tests = str(Path(__file__).resolve().parents[1])
+    script = EXIT_SCRIPT.format(tests=tests, url=url)
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=WAIT_S
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "x"

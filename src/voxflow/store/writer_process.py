@@ -28,14 +28,17 @@ voxflow commands) queue on the database's write-lock file (see :class:`voxflow.s
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.util  # its exit handler is registered before ours (see _OPEN)
 import pickle
 import queue
 import signal
 import threading
+import weakref
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -69,6 +72,19 @@ class _Waiting:
 
 
 _STOP = None  # the message that asks the child to finish and exit
+STOP_TIMEOUT_S = 30.0  # how long a stopping child may take to finish its queue
+
+# Writers not closed yet. At exit, multiprocessing terminates (SIGTERM, which the child
+# ignores) and then joins its children: a child still waiting for its parent's next message
+# would hold the exit up for ever. So every open writer is closed first (atexit runs the
+# handlers registered last first, and multiprocessing registered its own at import).
+_OPEN: weakref.WeakSet[ProcessCommit] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_writers() -> None:
+    for writer in list(_OPEN):
+        writer.close()
 
 
 def _portable(outcome: _Outcome) -> _Outcome:
@@ -143,6 +159,7 @@ class ProcessCommit:
         self._waiting: dict[int, _Waiting] = {}
         self._child: _Child | None = None
         db.on_dispose(self.close)
+        _OPEN.add(self)
 
     async def run(self, work: Work[T], after_commit: AfterCommit[T] | None = None) -> T:
         loop = asyncio.get_running_loop()
@@ -231,12 +248,12 @@ class _Child:
         """Called once nothing more can be queued: the child finishes what it has, then ends."""
         self.outbox.put(None)
         self._sender.join()
-        self._receiver.join()
-        self.process.join(timeout=30)
+        self.process.join(timeout=STOP_TIMEOUT_S)
         if self.process.is_alive():  # it never answered the stop: do not hang the shutdown
             log.error("writer process %d did not stop; killing it", self.process.pid)
             self.process.kill()
             self.process.join()
+        self._receiver.join()  # it ends at the pipe's end of file, now that the child is gone
         with contextlib.suppress(OSError):
             self.pipe.close()
 
