@@ -12,6 +12,7 @@ from sqlalchemy import Connection, select
 
 from voxflow.clock import SystemClock
 from voxflow.config import Settings
+from voxflow.digits import ascii_digits
 from voxflow.domain.limits import UNLIMITED, Limits
 from voxflow.services import callbacks, limits
 from voxflow.store import tables as t
@@ -39,7 +40,7 @@ class SettingsError(Exception):
 def _limit_value(value: str) -> int | None:
     if value == "default":
         return None
-    if not (value.isascii() and value.isdigit()) or int(value) > 1_000_000:
+    if not ascii_digits(value) or int(value) > 1_000_000:
         raise argparse.ArgumentTypeError(
             f"must be a number from 0 (unlimited) to 1000000, or 'default', not {value!r}"
         )

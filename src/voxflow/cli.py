@@ -11,13 +11,14 @@ from collections.abc import Callable, Sequence
 from voxflow import __version__, account_cli, calls_cli, logs
 from voxflow.clock import SystemClock
 from voxflow.config import ConfigError, Settings, load
+from voxflow.digits import ascii_digits
 from voxflow.services.accounts import AccountError, create_account
 from voxflow.store.db import DatabaseError
 
 
 def _port(value: str) -> int:
     # Checked here: the socket layer would silently take the port modulo 65536.
-    if not value.isdigit() or not 0 < int(value) < 65536:
+    if not ascii_digits(value) or not 0 < int(value) < 65536:
         raise argparse.ArgumentTypeError(f"must be a number from 1 to 65535, not {value!r}")
     return int(value)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from voxflow.config import ConfigError
+from voxflow.digits import ascii_digits
 
 __all__ = [
     "Trunk",
@@ -64,7 +65,7 @@ class TrunkNotFound(ConfigError, LookupError):
 
 def _is_hostname(text: str) -> bool:
     labels = text.removesuffix(".").split(".")
-    if labels[-1].isdigit():  # no top-level domain is numeric: a mistyped IPv4 address
+    if ascii_digits(labels[-1]):  # no top-level domain is numeric: a mistyped IPv4 address
         return False
     return len(text) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
 
@@ -102,7 +103,7 @@ def split_host_port(text: str) -> tuple[str, int | None]:
         raise ValueError(text)
     if port_text is None:
         return host, None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not ascii_digits(port_text) or not 0 < int(port_text) < 65536:
         raise ValueError(text)
     return host, int(port_text)
 

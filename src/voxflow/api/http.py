@@ -33,6 +33,7 @@ from voxflow import errors, ids
 from voxflow.api import routing, xmlcodec
 from voxflow.api.routing import Request, Result
 from voxflow.clock import Clock
+from voxflow.digits import ascii_digits
 from voxflow.domain.limits import Limits
 from voxflow.errors import ApiError
 from voxflow.services.accounts import Account, Authenticator
@@ -57,7 +58,7 @@ class _Disconnected(Exception):
 
 async def _read_body(headers: Headers, receive: Receive) -> bytes:
     declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > xmlcodec.MAX_BODY_BYTES:
+    if ascii_digits(declared) and int(declared) > xmlcodec.MAX_BODY_BYTES:
         raise _TooLarge
     chunks: list[bytes] = []
     size = 0

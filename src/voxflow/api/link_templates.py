@@ -9,6 +9,7 @@ from voxflow.api import xmlcodec
 from voxflow.api.items import existing_ids, parse_flag
 from voxflow.api.routing import Request, Result, route
 from voxflow.api.rules import TEMPLATE_DOES_NOT_EXIST, TEMPLATE_NAME_EMPTY
+from voxflow.digits import ascii_digits
 from voxflow.domain.dialstring import DialStringError, parse_dial_string
 from voxflow.domain.flow import CALL_ALERTS, Checks, is_literal
 from voxflow.domain.flow_variables import (
@@ -63,7 +64,7 @@ def _check_value(name: str, value: str | list[str], checks: Checks, errs: ErrorL
         errs.add(f"Send Call Alert {value} Invalid")
     elif name == "record_call" and value.upper() not in ("TRUE", "FALSE"):
         errs.add(f"Record Call {value} Invalid")
-    elif name == "timeout" and not (value.isdigit() and 1 <= int(value) <= 600):
+    elif name == "timeout" and not (ascii_digits(value) and 1 <= int(value) <= 600):
         errs.add(f"Timeout {value} Invalid")
 
 

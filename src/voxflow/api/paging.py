@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from voxflow import errors
 from voxflow.api.xmlcodec import Tree
+from voxflow.digits import ascii_digits
 from voxflow.errors import ApiError
 
 MAX_LIMIT = 20000
@@ -31,7 +32,7 @@ def _int_param(query: Mapping[str, str], name: str, default: int, message: str) 
     if raw is None or raw.strip() == "":
         return default
     raw = raw.strip()
-    if not raw.isdigit() or len(raw) > 9:
+    if not ascii_digits(raw) or len(raw) > 9:
         raise ApiError(message)
     return int(raw)
 

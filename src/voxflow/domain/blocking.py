@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from voxflow.digits import ascii_digits
+
 IN, OUT = "IN", "OUT"
 EQUALS, STARTSWITH = "EQUALS", "STARTSWITH"
 BLOCK, ALLOW = "BLOCK", "ALLOW"
@@ -54,7 +56,7 @@ class BlockRule:
 
 def valid_number(number: str) -> bool:
     """Digits (a number or a prefix), ``WITHHELD`` or ``*``."""
-    return number in (WITHHELD, ANY) or (number.isascii() and number.isdigit())
+    return number in (WITHHELD, ANY) or ascii_digits(number)
 
 
 def normalise(number: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from voxflow.digits import ascii_digits
+
 PAUSE_S = 2.0
 DEFAULT_TONE_MS = 200
 DEFAULT_GAP_MS = 50
@@ -44,7 +46,7 @@ class DialString:
 def parse_dial_string(value: str) -> DialString:
     value = value.strip()
     number, sep, tail = value.partition(",")
-    if not number or not number.isascii() or not number.isdigit():
+    if not number or not ascii_digits(number):
         raise DialStringError("the number must be digits only")
     if len(number) > MAX_NUMBER_DIGITS:
         raise DialStringError(f"the number has more than {MAX_NUMBER_DIGITS} digits")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from voxflow.digits import ascii_digits
 from voxflow.domain.dialstring import DialStringError, parse_dial_string
 from voxflow.domain.sounds import DEFAULT_SOUND_GROUP, SoundRef
 
@@ -231,7 +232,7 @@ def _sounds(el: etree._Element | None, kind: str, checks: Checks) -> tuple[Sound
 
 def _check_int(value: str, bounds: tuple[int, int], what: str, kind: str, checks: Checks) -> None:
     low, high = bounds
-    if value and is_literal(value) and not (value.isdigit() and low <= int(value) <= high):
+    if value and is_literal(value) and not (ascii_digits(value) and low <= int(value) <= high):
         checks.add(f"{what} Invalid in {KIND_NAMES[kind]} Rule")
 
 

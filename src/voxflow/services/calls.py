@@ -21,6 +21,7 @@ from lxml import etree
 from sqlalchemy import Connection, bindparam, func, select
 
 from voxflow import ids
+from voxflow.digits import ascii_digits
 from voxflow.domain.blocking import blocked
 from voxflow.domain.calls import MAX_DELAY_MINUTES, CallStatus
 from voxflow.domain.dialstring import DialString, DialStringError, parse_dial_string
@@ -98,7 +99,7 @@ class NewCall:
 def parse_delay(raw: str | None, errs: ErrorList) -> int:
     if raw is None or raw == "":
         return 0
-    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_DELAY_MINUTES:
+    if not ascii_digits(raw) or int(raw) > MAX_DELAY_MINUTES:
         errs.add(DELAY_INVALID)
         return 0
     return int(raw)

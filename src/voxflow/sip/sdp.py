@@ -24,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from voxflow.digits import ascii_digits
+
 Codec = Literal["PCMU", "PCMA"]
 Direction = Literal["sendrecv", "sendonly", "recvonly", "inactive"]
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
@@ -165,9 +167,9 @@ class MediaDescription:
         if len(parts) < 3:
             raise SdpError(f"malformed m= line: {value!r}")
         port_text, _, count_text = parts[1].partition("/")
-        if not port_text.isdigit() or int(port_text) > 0xFFFF:
+        if not ascii_digits(port_text) or int(port_text) > 0xFFFF:
             raise SdpError(f"invalid port in m= line: {value!r}")
-        if count_text and not count_text.isdigit():
+        if count_text and not ascii_digits(count_text):
             raise SdpError(f"invalid port count in m= line: {value!r}")
         count = int(count_text) if count_text else None
         return cls(parts[0], int(port_text), parts[2], parts[3:], count)
@@ -185,7 +187,7 @@ class MediaDescription:
     @property
     def payload_types(self) -> list[int]:
         """The formats that are RTP payload type numbers, in the m= line's order."""
-        return [int(fmt) for fmt in self.formats if fmt.isdigit()]
+        return [int(fmt) for fmt in self.formats if ascii_digits(fmt)]
 
     def attribute(self, name: str) -> str | None:
         """The value of the first ``a=name:value`` (None when absent)."""
@@ -214,7 +216,7 @@ class MediaDescription:
     @property
     def ptime_ms(self) -> int | None:
         value = self.attribute("ptime")
-        return int(value) if value is not None and value.strip().isdigit() else None
+        return int(value) if value is not None and ascii_digits(value.strip()) else None
 
     def lines(self) -> Iterator[str]:
         port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from voxflow.digits import ascii_digits
 from voxflow.sip.auth import DigestClient
 from voxflow.sip.message import SipRequest, SipResponse, Via, make_request, new_call_id, new_tag
 from voxflow.sip.resolve import ResolveError, resolve
@@ -125,7 +126,7 @@ def _granted(response: SipResponse, wanted: int) -> int:
     """The expiry the registrar granted: our Contact's expires param, else Expires (§10.2.4)."""
     for contact in response.contacts:
         value = contact.params.get("expires")
-        if value and value.isdigit():
+        if value and ascii_digits(value):
             return int(value)
     header = response.headers.get("Expires")
-    return int(header) if header and header.strip().isdigit() else wanted
+    return int(header) if header and ascii_digits(header.strip()) else wanted

@@ -185,6 +185,8 @@ def test_connection_ttl_suffix() -> None:
         "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio x RTP/AVP 0\r\n",
         "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 70000 RTP/AVP 0\r\n",
         "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 5/x RTP/AVP 0\r\n",
+        "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio \u00b2 RTP/AVP 0\r\n",  # a digit int() refuses
+        "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nm=audio 5/\u0663 RTP/AVP 0\r\n",
         "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\nbogus\r\n",
         "v=0\r\nv=0\r\no=- 1 1 IN IP4 1.2.3.4\r\n",
     ],
