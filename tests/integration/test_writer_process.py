@@ -214,17 +214,39 @@ def test_a_killed_writer_process_fails_what_is_in_flight(
     assert names(db) == []  # the transaction never committed
 
 
+def test_items_handed_over_in_one_turn_of_the_loop_and_not_sent_yet_go_before_close(
+    writer: ProcessCommit, db: Database
+) -> None:
+    """close() from the loop's own thread, right after run() was called: the items are still
+    gathered for the end of the turn, and close sends them before it stops the child."""
+
+    async def main() -> list[Any]:
+        pending = [
+            asyncio.ensure_future(writer.run(functools.partial(_insert, str(i)))) for i in range(5)
+        ]
+        await asyncio.sleep(0)  # run() has gathered each item; the turn's flush has not run
+        writer.close()
+        done = list(await asyncio.gather(*pending))
+        await asyncio.sleep(0.05)  # the turn's flush has run by now: it found nothing to send
+        assert writer.pid is None  # and no new writer process was started for it
+        return done
+
+    assert [name for name, _ in asyncio.run(main())] == [str(i) for i in range(5)]
+    assert names(db) == [str(i) for i in range(5)]
+
+
 def test_close_finishes_what_is_queued_and_stops_the_process(
     writer: ProcessCommit, db: Database
 ) -> None:
     async def main() -> list[Any]:
+        writer.start()  # as voxflow serve does
+        pid = writer.pid
+        assert pid is not None
         pending = [
             asyncio.ensure_future(writer.run(functools.partial(_insert, str(i)))) for i in range(20)
         ]
-        await asyncio.sleep(0)
-        pid = writer.pid
+        await asyncio.sleep(0)  # every item is handed over (sent at the end of this turn)
         await asyncio.to_thread(writer.close)
-        assert pid is not None
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # the process has ended (and was reaped)
         return list(await asyncio.gather(*pending))
