@@ -48,6 +48,19 @@ def stop_process(
             process.wait()
 
 
+def start_udp_listener(args: list[str], cwd: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start a UDP server (SIPp) and wait (10 s at most) until it has bound ``port``; else stop
+    it and exit."""
+    process = subprocess.Popen(args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while udp_port_free(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop_process(process)
+            raise SystemExit(f"{args[0]} did not start: {' '.join(args)}")
+        time.sleep(0.05)
+    return process
+
+
 def wait_healthy(base_url: str, process: subprocess.Popen[bytes], what: Callable[[], str]) -> None:
     """Wait (30 s at most) until voxflow at ``base_url`` answers /health; else stop it and exit
     with ``what()`` (e.g. the tail of its log)."""

@@ -77,7 +77,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import stop_process, udp_port_free
+from common import start_udp_listener, stop_process, udp_port_free
 from voxflow.clock import SystemClock
 from voxflow.domain.calls import FINAL, CallStatus
 from voxflow.domain.dialstring import parse_dial_string
@@ -246,15 +246,7 @@ class Uas:
         args += ["-rtp_echo", "-trace_err", "-error_file", str(workdir / "uas_errors.log")]
         self.error_file = workdir / "uas_errors.log"
         self._errors_seen = 0
-        self.process = subprocess.Popen(
-            args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while udp_port_free(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                stop_process(self.process)
-                raise SystemExit(f"sipp UAS did not start: {' '.join(args)}")
-            time.sleep(0.05)
+        self.process = start_udp_listener(args, workdir, self.port)
 
     def cpu_s(self) -> float:
         return proc_cpu_s(self.process.pid)

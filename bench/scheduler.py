@@ -66,7 +66,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from tests.support import PostgresServer  # noqa: E402 (the tests' throwaway PostgreSQL)
 
-from common import free_port, prepare_link, stop_process, udp_port_free, wait_healthy  # noqa: E402
+from common import (  # noqa: E402
+    free_port,
+    prepare_link,
+    start_udp_listener,
+    stop_process,
+    udp_port_free,
+    wait_healthy,
+)
 from voxflow.domain.calls import FINAL  # noqa: E402
 from voxflow.services.accounts import Account  # noqa: E402
 from voxflow.services.calls import prepare_call, store_call  # noqa: E402
@@ -120,15 +127,7 @@ class Uas:
             "-recv_timeout",
             "20000",
         ]
-        self.process = subprocess.Popen(
-            args, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        deadline = time.monotonic() + 10
-        while udp_port_free(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                stop_process(self.process)
-                raise SystemExit(f"sipp did not start: {' '.join(args)}")
-            time.sleep(0.05)
+        self.process = start_udp_listener(args, workdir, self.port)
 
     def stop(self) -> None:
         stop_process(self.process, grace_s=2)

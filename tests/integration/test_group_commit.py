@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, event, func, select
 
 from voxflow.store.db import Database
-from voxflow.store.group_commit import GroupCommit, Writer, writer_for
+from voxflow.store.group_commit import Batches, GroupCommit, Writer, writer_for
 
 _meta = MetaData()
 _rows = Table(
@@ -155,12 +155,12 @@ def test_a_value_arrives_only_after_its_commit(writer: Writer, database: Databas
 def test_the_sqlite_writer_commits_with_synchronous_full(database: Database) -> None:
     if not database.is_sqlite:
         pytest.skip("SQLite only")
-    group = GroupCommit(database, refusals=(Refused,))
+    batches = Batches(database, refusals=(Refused,))  # the core of every group-commit writer
     try:
-        conn = group._connection()
+        conn = batches._connection()
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar_one() == 2  # FULL
     finally:
-        group.close()
+        batches.close()
 
 
 @pytest.mark.parametrize("used", [False, True])

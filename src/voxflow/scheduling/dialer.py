@@ -28,11 +28,11 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from voxflow.domain.calls import CallStatus
 from voxflow.domain.dispatch import lease_owner
@@ -53,7 +53,6 @@ RETRY_AFTER = timedelta(seconds=1)
 # threads wanting the GIL at 150 calls/s on PostgreSQL, and the event loop waiting behind them
 # long enough to miss due times by 100s of ms.
 
-T = TypeVar("T")
 SHUTDOWN_REASON = "hung up at shutdown: the call outlived shutdown_s ({:g} s)"
 
 
@@ -152,12 +151,6 @@ class Dialer:
             self._running = False
             self._loop_done.set()
 
-    async def _on(
-        self, threads: ThreadPoolExecutor, fn: Callable[..., T], *args: Any, **kwargs: Any
-    ) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(threads, functools.partial(fn, *args, **kwargs))
-
     def _helper(self, coro: Coroutine[Any, Any, None]) -> None:
         self._helpers.append(asyncio.get_running_loop().create_task(coro))
 
@@ -169,8 +162,7 @@ class Dialer:
         self._wake_at = None  # an announcement during the round means: look again at once
         self._wake.clear()
         room = self.settings.max_calls - len(self.active)
-        round_ = await self._on(
-            self._claiming,
+        claiming = functools.partial(
             self.leases.claim,
             self.owner,
             room=room,
@@ -178,6 +170,7 @@ class Dialer:
             pacing=self.pacing,
             max_lateness=self.settings.max_lateness,
         )
+        round_ = await asyncio.get_running_loop().run_in_executor(self._claiming, claiming)
         self.last_round = round_
         if round_.expired or round_.reconciled:
             log.warning(

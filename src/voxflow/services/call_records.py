@@ -76,28 +76,11 @@ class CallRecords:
         self.db = db
         self.clock = clock
 
-    def move(
-        self,
-        pk: int,
-        status: CallStatus,
-        *,
-        sip_code: int | None = None,
-        sip_reason: str = "",
-        detail: dict[str, Any] | None = None,
-        status_reason: str | None = None,
-    ) -> bool:
+    def move(self, pk: int, status: CallStatus, **details: Any) -> bool:
         """Move a call to ``status`` in a transaction of its own; False when its current status
-        does not allow it."""
+        does not allow it. ``details``: those of :meth:`move_on`."""
         with self.db.write() as conn:
-            return self.move_on(
-                conn,
-                pk,
-                status,
-                sip_code=sip_code,
-                sip_reason=sip_reason,
-                detail=detail,
-                status_reason=status_reason,
-            )
+            return self.move_on(conn, pk, status, **details)
 
     def move_on(
         self,
@@ -110,7 +93,8 @@ class CallRecords:
         detail: dict[str, Any] | None = None,
         status_reason: str | None = None,
     ) -> bool:
-        """:meth:`move` in the caller's write transaction (a writer's batch)."""
+        """Move a call to ``status`` in the caller's write transaction (a writer's batch);
+        False when its current status does not allow it."""
         now = self.clock.now()
         values: dict[str, Any] = {"status": status.value, "updated_at": now}
         if sip_code is not None:
@@ -156,13 +140,9 @@ class CallRecords:
                 ).scalars()
             )
 
-    def event(self, pk: int, kind: str, detail: dict[str, Any]) -> None:
-        """Record something that happened on a call without changing its status."""
-        with self.db.write() as conn:
-            self.event_on(conn, pk, kind, detail)
-
     def event_on(self, conn: Connection, pk: int, kind: str, detail: dict[str, Any]) -> None:
-        """:meth:`event` in the caller's write transaction (a writer's batch)."""
+        """Record something that happened on a call without changing its status, in the
+        caller's write transaction (a writer's batch)."""
         _INSERT_EVENT.insert(
             conn,
             {"call_pk": pk, "at": self.clock.now(), "kind": kind, "detail": json.dumps(detail)},

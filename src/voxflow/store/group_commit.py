@@ -265,9 +265,6 @@ class GroupCommit:
         if thread is not None:
             thread.join()
 
-    def _connection(self) -> Connection:
-        return self._batches._connection()
-
     # ------------------------------------------------------------ the writer thread
 
     def _main(self) -> None:
