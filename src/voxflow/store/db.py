@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,7 @@ class Database:
         self.in_memory = self.is_sqlite and parsed.database in (None, "", ":memory:")
         kwargs: dict[str, Any] = {"echo": echo, "future": True}
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
+            if parsed.database and not self.in_memory:
                 try:
                     Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
@@ -119,6 +119,7 @@ class Database:
         self._file_lock: _FileLock | None = None
         if self.is_sqlite and not self.in_memory and parsed.database:
             self._file_lock = _FileLock(Path(parsed.database + ".write-lock"))
+        self._other_processes: AbstractContextManager[None] = self._file_lock or nullcontext()
         self._on_dispose: list[Callable[[], None]] = []
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_connect)
@@ -138,7 +139,7 @@ class Database:
                 yield conn
             return
         # The lock first: a writer waiting for it holds no pooled connection.
-        with self._write_lock, self._other_processes(), self.engine.connect() as conn:
+        with self._write_lock, self._other_processes, self.engine.connect() as conn:
             writer = conn.execution_options(write=True)
             with writer.begin():
                 yield writer
@@ -150,18 +151,10 @@ class Database:
             with conn.begin():
                 yield conn
             return
-        with self._write_lock, self._other_processes():
+        with self._write_lock, self._other_processes:
             writer = conn.execution_options(write=True)
             with writer.begin():
                 yield writer
-
-    @contextmanager
-    def _other_processes(self) -> Iterator[None]:
-        if self._file_lock is None:
-            yield
-            return
-        with self._file_lock:
-            yield
 
     def upgrade(self) -> None:
         """Apply every migration that has not been applied yet."""
