@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import select
 
 from tests.integration.test_dialer_sandbox import FakeClock, events_of, initiate, setup
@@ -18,6 +19,7 @@ from voxflow.services.call_records import CallRecords
 from voxflow.store import tables as t
 
 LEASE = timedelta(seconds=30)
+WAIT_S = 30
 NO_TRUNKS = Pacing(trunks={}, default_trunk=None)
 
 
@@ -78,6 +80,35 @@ def test_an_expired_lease_that_never_reached_dialing_is_claimed_again(
     # The first owner can no longer start it: it is b's now.
     assert not leases.start_dialing(lost, "a/1", LEASE)
     assert leases.renew("a/1", [lost.call.pk], LEASE) == 0
+
+
+def test_renewal_on_postgresql_skips_a_call_whose_row_another_transaction_holds(
+    server: RunningServer,
+) -> None:
+    """The dialer's writer may hold calls' rows in a batch; renewal must not wait for them (it
+    could deadlock with a batch that locks them in another order): it renews the others and
+    gets the held one next time."""
+    if server.db.is_sqlite:
+        pytest.skip("PostgreSQL row locks; SQLite's one write lock serialises every writer")
+    api = setup(server)
+    held_id, free_id = initiate(api, "441111"), initiate(api, "442222")
+    clock = FakeClock()
+    leases = CallLeases(server.db, clock)
+    claims = {c.call.call_id: c for c in claim(leases, "a/1").claims}
+    pks = [claims[held_id].call.pk, claims[free_id].call.pk]
+    with server.db.write() as conn:  # another transaction holds one row, as a batch would
+        conn.execute(select(t.calls.c.id).where(t.calls.c.id == pks[0]).with_for_update())
+        clock.at += timedelta(seconds=10)
+        renewed: list[int] = []
+        renewal = threading.Thread(target=lambda: renewed.append(leases.renew("a/1", pks, LEASE)))
+        renewal.start()
+        renewal.join(WAIT_S)  # a bound for a renewal that waits for the row (it never should)
+        assert not renewal.is_alive(), "renewal waited for a row another transaction holds"
+    renewal.join()
+    assert renewed == [1]
+    assert row(server, held_id).lease_expires_at == clock.at - timedelta(seconds=10) + LEASE  # type: ignore[attr-defined]
+    assert row(server, free_id).lease_expires_at == clock.at + LEASE  # type: ignore[attr-defined]
+    assert leases.renew("a/1", pks, LEASE) == 2  # once the row is free, both
 
 
 def test_a_call_in_progress_whose_dialer_vanished_becomes_unknown_and_is_never_redialled(
