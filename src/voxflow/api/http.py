@@ -6,7 +6,8 @@ are CPU only, and a verified key is remembered (``Authenticator.remembered``); o
 seen in the last seconds is checked against the database, in a worker thread. A plain handler
 then runs, with the body's parsing and the rendering, in one worker thread. A method
 registered with ``route_async`` (initiateCall) runs on the loop and hands its database work to
-the group-committing writer (``store.group_commit``). Nothing a client sends can produce a
+the group-committing writer (``store.group_commit``; on a SQLite file the writer process of
+``store.writer_process``). Nothing a client sends can produce a
 traceback in a body.
 """
 
