@@ -1,6 +1,6 @@
 """The API's writer in a process of its own (store.writer_process), on a real SQLite file.
 
-Work items cross a pipe, so they are module-level functions given by ``functools.partial``; a
+Work items cross a socket, so they are module-level functions given by ``functools.partial``; a
 file the test creates stands in for a threading.Event across the two processes.
 """
 
@@ -13,8 +13,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -305,3 +307,68 @@ def test_a_process_that_exits_without_closing_its_writer_still_exits(tmp_path: P
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "x"
+
+
+def _echo(payload: str, conn: Connection) -> tuple[int, int]:
+    return len(payload), os.getpid()
+
+
+def test_event_loops_of_two_threads_share_one_writer_process(writer: ProcessCommit) -> None:
+    """Each loop has a channel of its own to the one child; the outcomes go back to their loop."""
+    barrier = threading.Barrier(2)
+
+    def in_thread(tag: str) -> list[tuple[str, int]]:
+        async def main() -> list[tuple[str, int]]:
+            barrier.wait()
+            runs = [writer.run(functools.partial(_insert, f"{tag}{i}")) for i in range(20)]
+            return list(await asyncio.gather(*runs))
+
+        return asyncio.run(main())
+
+    with ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(in_thread, ["a", "b"])
+    assert [name for name, _ in a] == [f"a{i}" for i in range(20)]
+    assert [name for name, _ in b] == [f"b{i}" for i in range(20)]
+    assert {pid for _, pid in a + b} == {writer.pid}
+
+
+def test_a_loop_that_ended_without_closing_leaves_the_writer_working(
+    writer: ProcessCommit, db: Database
+) -> None:
+    async def once(name: str) -> int:
+        _, pid = await writer.run(functools.partial(_insert, name))
+        return pid
+
+    first = asyncio.run(once("first"))  # that loop is closed now, its channel left open
+    assert asyncio.run(once("second")) == first  # a new channel to the same child
+    # The closed loop's channel was ended when the new one opened, so the child, told to stop,
+    # does not wait STOP_GRACE_S for it.
+    assert len(writer._channels) == 1
+    writer.close()
+    assert names(db) == ["first", "second"]
+
+
+def test_messages_larger_than_the_socket_buffer_cross_whole(writer: ProcessCommit) -> None:
+    """Items the socket does not take at once wait in the channel's outbox for the loop to find
+    the socket writable; the child reads each message whole."""
+    big = "x" * (4 << 20)
+
+    async def main() -> list[tuple[int, int]]:
+        return list(
+            await asyncio.gather(
+                *(writer.run(functools.partial(_echo, big + str(i))) for i in range(3))
+            )
+        )
+
+    assert [size for size, _ in asyncio.run(main())] == [len(big) + 1] * 3
+
+
+def test_the_api_process_runs_no_thread_for_the_writer(writer: ProcessCommit) -> None:
+    before = {t.ident for t in threading.enumerate()}
+
+    async def main() -> None:
+        for i in range(3):
+            await writer.run(functools.partial(_insert, str(i)))
+
+    asyncio.run(main())
+    assert {t.ident for t in threading.enumerate()} <= before

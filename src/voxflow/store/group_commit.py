@@ -69,8 +69,9 @@ class Writer(Protocol):
     async def run(self, work: Work[T], after_commit: AfterCommit[T] | None = None) -> T:
         """Run ``work`` in a write transaction; its value once that transaction committed.
 
-        ``after_commit(value)`` runs on the writer's thread right after the commit (to tell
-        others about the new rows); it must be quick, and what it raises is only logged.
+        ``after_commit(value)`` runs right after the commit (to tell others about the new
+        rows), on the writer's thread or, for a writer process, on the item's event loop; it
+        must be quick, and what it raises is only logged.
         """
         ...
 

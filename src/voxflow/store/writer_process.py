@@ -10,19 +10,24 @@ two cores, and keeps every promise of :class:`~voxflow.store.group_commit.GroupC
   one savepoint per item, the items waiting together in one transaction and one commit
   (``synchronous = FULL``); a refusal rolls back only its own item;
 - a value (or a refusal) comes back only after the commit; ``after_commit`` runs in this
-  process, on the receiving thread, right after;
+  process, on the event loop of the item, right after;
 - the child is started on first use and stopped by :meth:`ProcessCommit.close` (on the
-  database's dispose) once the queued items are done. If it dies, the items in flight fail
+  database's dispose) once the items sent are done. If it dies, the items in flight fail
   (their requests get a 500, and an Idempotency-Key repeat finds a call that did commit) and
   the next item starts a new child. The child ignores SIGINT and SIGTERM, which the process
-  group may get: it stops when its parent closes the pipe, or dies.
+  group may get: it stops when its parent tells it to or closes the control pipe, or dies.
 
-The items handed over during one turn of an event loop (the requests it read in that turn) are
-gathered and passed on together at the end of the turn, so that a burst of requests costs one
-wake-up, one pickling and one message, not one each (this cut the API process's CPU per call
-by a sixth). Two threads in this process carry them: a sender (pickles what waits, sends it as
-one message) and a receiver (reads outcomes, hands them to their event loops). Both spend
-their time in system calls, which run without the GIL.
+**No threads in this process.** Each event loop that hands items over has a *channel* of its
+own to the child: a Unix socket pair whose far end is passed to the child over the control pipe
+(``SCM_RIGHTS``). The loop writes to its end without blocking and reads the outcomes when the
+socket is readable (``add_reader``), so an outcome is handled in the loop's next turn, with no
+thread to wake and no wait for the GIL on the way (threads that carried the items and outcomes
+cost the API process a sixth of its CPU and, waiting for the GIL behind a busy loop, held
+outcomes back for milliseconds). The items of one turn of a loop are gathered and sent at the
+end of the turn: a burst of requests costs one pickling and one write.
+
+The child waits on the control pipe and every channel, takes what is there (up to
+``max_batch`` items) from all of them, commits it as one batch and answers each channel.
 
 SQLite writers of several processes (this child, the dialer's writers in the parent, other
 voxflow commands) queue on the database's write-lock file (see :class:`voxflow.store.db.Database`).
@@ -38,12 +43,14 @@ import logging
 import multiprocessing
 import multiprocessing.util  # its exit handler is registered before ours (see _OPEN)
 import pickle
-import queue
 import signal
+import socket
+import struct
 import threading
 import weakref
 from dataclasses import dataclass
-from multiprocessing.connection import Connection as Pipe
+from multiprocessing.connection import Connection, wait
+from multiprocessing.reduction import recv_handle, send_handle
 from typing import Any
 
 from voxflow import logs
@@ -56,8 +63,8 @@ from voxflow.store.group_commit import (
     Work,
     WriterClosed,
     _after,
-    _deliver,
     _Outcome,
+    _settle,
 )
 
 log = logging.getLogger("voxflow.store")
@@ -67,15 +74,18 @@ class WriterProcessGone(RuntimeError):
     """The writer process ended while this item was in flight (it may have been committed)."""
 
 
-@dataclass
-class _Waiting:
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-    after_commit: AfterCommit[Any] | None
-
-
-_STOP = None  # the message that asks the child to finish and exit
+# Messages on the control pipe (parent to child).
+_NEW_CHANNEL = b"channel"  # followed by the channel's socket, passed with send_handle
+_STOP = b"stop"  # finish what the channels send until they end, then exit
 STOP_TIMEOUT_S = 30.0  # how long a stopping child may take to finish its queue
+# A stopping child waits this long for a channel that has not ended (whose loop never ran
+# again to end it) before it exits anyway.
+STOP_GRACE_S = 5.0
+
+# multiprocessing.connection's framing: a 4-byte big-endian signed length, or -1 and 8 bytes.
+_LENGTH = struct.Struct("!i")
+_LONG_LENGTH = struct.Struct("!Q")
+_READ_SIZE = 1 << 16
 
 # Writers not closed yet. At exit, multiprocessing terminates (SIGTERM, which the child
 # ignores) and then joins its children: a child still waiting for its parent's next message
@@ -100,45 +110,107 @@ def _portable(outcome: _Outcome) -> _Outcome:
     return outcome
 
 
+def _frame(data: bytes) -> bytes:
+    """``data`` as one message that Connection.recv_bytes reads."""
+    if len(data) > 0x7FFFFFFF:
+        return _LENGTH.pack(-1) + _LONG_LENGTH.pack(len(data)) + data
+    return _LENGTH.pack(len(data)) + data
+
+
+# ---------------------------------------------------------------------------- the child
+
+
 def _child_main(
-    url: str, pipe: Pipe, refusals: tuple[type[Exception], ...], max_batch: int
+    url: str, control: Connection, refusals: tuple[type[Exception], ...], max_batch: int
 ) -> None:
-    """The writer process: batches from the pipe, committed, outcomes back, until told to stop
-    or the parent is gone."""
+    """The writer process: items from every channel, committed in batches, outcomes back,
+    until told to stop (and every channel has ended) or the parent is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logs.setup()  # as the parent's (VOXFLOW_LOG_LEVEL is inherited)
     db = Database(url)
     batches = Batches(db, refusals=refusals)
+    channels: list[Connection] = []
+    stopping = False
     try:
-        while True:
-            try:
-                items = pickle.loads(pipe.recv_bytes())  # noqa: S301 (our own pipe)
-            except EOFError:  # the parent is gone
+        while channels or not stopping:
+            waiting: list[Any] = channels if stopping else [control, *channels]
+            ready: list[Any] = wait(waiting, timeout=STOP_GRACE_S if stopping else None)
+            if not ready:  # stopping, and the channels left sent nothing for a while
                 return
-            stop = items is _STOP
-            if stop:
-                items = []
-            while not stop and len(items) < max_batch and pipe.poll(0):
-                more = pickle.loads(pipe.recv_bytes())  # noqa: S301
-                if more is _STOP:
-                    stop = True
-                else:
-                    items.extend(more)
+            items: list[tuple[Connection, int, Work[Any]]] = []
+            ended: list[Connection] = []  # answered (the parent reads on), then closed
+            for conn in ready:
+                if conn is control:
+                    stopping = _read_control(control, channels)
+                elif not _read_channel(conn, items, max_batch):
+                    channels.remove(conn)
+                    ended.append(conn)
             if items:
-                outcomes = batches.commit([work for _, work in items])
-                answer = [
-                    (token, _portable(o)) for (token, _), o in zip(items, outcomes, strict=True)
-                ]
-                try:
-                    pipe.send_bytes(pickle.dumps(answer))
-                except OSError:  # the parent is gone
-                    return
-            if stop:
-                return
+                _commit_and_answer(batches, items, channels)
+            for conn in ended:
+                conn.close()
     finally:
+        for conn in channels:
+            conn.close()
         batches.close()
         db.engine.dispose()
+
+
+def _read_control(control: Connection, channels: list[Connection]) -> bool:
+    """New channels, and whether the parent asked to stop (or is gone)."""
+    while True:
+        try:
+            message = control.recv_bytes()
+            if message != _NEW_CHANNEL:
+                return True
+            channels.append(Connection(recv_handle(control)))
+        except (EOFError, OSError):
+            return True
+        if not control.poll(0):
+            return False
+
+
+def _read_channel(
+    conn: Connection, items: list[tuple[Connection, int, Work[Any]]], max_batch: int
+) -> bool:
+    """What the channel has sent (up to ``max_batch`` items in all); False at its end (the
+    parent sends nothing more; the items read before it are answered all the same)."""
+    try:
+        while True:
+            sent: list[tuple[int, Work[Any]]] = pickle.loads(conn.recv_bytes())  # noqa: S301
+            items.extend((conn, token, work) for token, work in sent)
+            if len(items) >= max_batch or not conn.poll(0):
+                return True
+    except (EOFError, OSError):
+        return False
+
+
+def _commit_and_answer(
+    batches: Batches,
+    items: list[tuple[Connection, int, Work[Any]]],
+    channels: list[Connection],
+) -> None:
+    outcomes = batches.commit([work for _, _, work in items])
+    answers: dict[Connection, list[tuple[int, _Outcome]]] = {}
+    for (conn, token, _), outcome in zip(items, outcomes, strict=True):
+        answers.setdefault(conn, []).append((token, _portable(outcome)))
+    for conn, answer in answers.items():
+        try:
+            conn.send_bytes(pickle.dumps(answer))
+        except OSError:  # that channel's loop is gone
+            if conn in channels:
+                channels.remove(conn)
+                conn.close()
+
+
+# ---------------------------------------------------------------------------- the parent
+
+
+@dataclass
+class _Waiting:
+    future: asyncio.Future[Any]
+    after_commit: AfterCommit[Any] | None
 
 
 class ProcessCommit:
@@ -156,39 +228,30 @@ class ProcessCommit:
         self.db = db
         self.refusals = refusals
         self.max_batch = max_batch
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # for the child and the channels: loops of any thread
         self._closed = False
-        self._tokens = itertools.count()
-        self._waiting: dict[int, _Waiting] = {}
         self._child: _Child | None = None
-        # Items handed over in this turn of each event loop, sent together at its end.
-        self._gathering: dict[asyncio.AbstractEventLoop, list[tuple[int, Work[Any]]]] = {}
+        self._channels: dict[asyncio.AbstractEventLoop, _Channel] = {}
         db.on_dispose(self.close)
         _OPEN.add(self)
 
     async def run(self, work: Work[T], after_commit: AfterCommit[T] | None = None) -> T:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
+        channel = self._channels.get(loop)
+        if channel is None or channel.ended:
+            channel = self._open_channel(loop)
+        return await channel.submit(work, after_commit)
+
+    def _open_channel(self, loop: asyncio.AbstractEventLoop) -> _Channel:
         with self._lock:
             if self._closed:
                 raise WriterClosed("the database is closed")
-            token = next(self._tokens)
-            self._waiting[token] = _Waiting(loop, future, after_commit)
-            gathering = self._gathering.setdefault(loop, [])
-            gathering.append((token, work))
-            if len(gathering) == 1:
-                # The items of the requests this loop handles in the same turn go together.
-                loop.call_soon(self._flush, loop)
-        return await future
-
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        with self._lock:
-            self._hand_over(self._gathering.pop(loop, []))
-
-    def _hand_over(self, items: list[tuple[int, Work[Any]]]) -> None:
-        """Under the lock: to the sender of a running child (a new one if the last died)."""
-        if items:
-            self._running_child().outbox.put(items)
+            for other in [c for c in self._channels.values() if c.loop.is_closed()]:
+                other.abort()  # its loop ended without closing it: the child sees it end
+                del self._channels[other.loop]
+            channel = self._running_child().channel(loop)
+            self._channels[loop] = channel
+            return channel
 
     def start(self) -> None:
         """Start the writer process now (``voxflow serve`` does, so that the first call does
@@ -198,55 +261,48 @@ class ProcessCommit:
                 self._running_child()
 
     def _running_child(self) -> _Child:
+        """Under the lock: the child, a new one if there is none or the last one died."""
         child = self._child
-        if child is None or child.gone:
+        if child is None or child.gone or not child.process.is_alive():
+            if child is not None:
+                child.reap()
             child = self._child = _Child(self)
         return child
 
+    def _forget(self, channel: _Channel) -> None:
+        with self._lock:
+            if self._channels.get(channel.loop) is channel:
+                del self._channels[channel.loop]
+
     @property
     def pid(self) -> int | None:
-        """The writer process's pid, once it runs."""
+        """The writer process's pid, while it runs."""
         child = self._child
         return child.process.pid if child is not None and not child.gone else None
 
     def close(self) -> None:
-        """Finish the items queued so far, then stop the writer process."""
+        """Finish the items handed over so far, then stop the writer process."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            for loop in list(self._gathering):  # not flushed yet: its loop may have ended
-                self._hand_over(self._gathering.pop(loop))
+            channels, self._channels = list(self._channels.values()), {}
             child = self._child
+        for channel in channels:
+            channel.finish_soon()
         if child is not None:
             child.stop()
 
-    # Called by a child's threads.
-
-    def _settle(self, results: list[tuple[int, _Outcome]]) -> None:
-        with self._lock:
-            waiting = [self._waiting.pop(token, None) for token, _ in results]
-        done = [(w, o) for w, (_, o) in zip(waiting, results, strict=True) if w is not None]
-        for w, outcome in done:
-            _after(w.after_commit, outcome)
-        _deliver([(w.loop, w.future) for w, _ in done], [o for _, o in done])
-
-    def _fail(self, tokens: list[int], error: BaseException) -> None:
-        self._settle([(token, _Outcome(error=error)) for token in tokens])
-
 
 class _Child:
-    """One writer process and the two threads that talk to it."""
+    """One writer process and the parent's end of its control pipe."""
 
     def __init__(self, owner: ProcessCommit) -> None:
         self.owner = owner
-        self.gone = False  # set under the owner's lock: nothing is queued here after it
-        self.outbox: queue.SimpleQueue[list[tuple[int, Work[Any]]] | None] = queue.SimpleQueue()
-        self._in_flight: set[int] = set()
-        self._flight_lock = threading.Lock()
+        self.gone = False  # it died, or was told to stop
         context = multiprocessing.get_context("spawn")
-        here, there = context.Pipe(duplex=True)
-        self.pipe = here
+        here, there = context.Pipe(duplex=True)  # a Unix socket pair: it can pass sockets
+        self.control = here
         self.process = context.Process(
             target=_child_main,
             args=(owner.db.url, there, owner.refusals, owner.max_batch),
@@ -256,100 +312,243 @@ class _Child:
         self.process.start()
         there.close()
         log.info("writer process %d started", self.process.pid)
-        self._sender = threading.Thread(target=self._send, name="voxflow-writer-send", daemon=True)
-        self._receiver = threading.Thread(
-            target=self._receive, name="voxflow-writer-receive", daemon=True
-        )
-        self._sender.start()
-        self._receiver.start()
+
+    def channel(self, loop: asyncio.AbstractEventLoop) -> _Channel:
+        """Under the owner's lock: a new channel for ``loop``, its far end sent to the child."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.control.send_bytes(_NEW_CHANNEL)
+            send_handle(self.control, theirs.fileno(), self.process.pid)
+        except OSError:
+            ours.close()
+            self.gone = True
+            raise WriterProcessGone("the writer process ended") from None
+        finally:
+            theirs.close()  # the child has its own copy now
+        return _Channel(self, loop, ours)
+
+    def lost(self) -> None:
+        """A channel ended without being closed: the child died."""
+        with self.owner._lock:
+            if self.gone:
+                return
+            self.gone = True
+        log.error("writer process %s ended", self.process.pid)
 
     def stop(self) -> None:
-        """Called once nothing more can be queued: the child finishes what it has, then ends."""
-        self.outbox.put(None)
-        self._sender.join()
+        """Called once nothing more can be handed over: the child finishes what the channels
+        send until each ends, then exits."""
+        self.gone = True
+        with contextlib.suppress(OSError):
+            self.control.send_bytes(_STOP)
         self.process.join(timeout=STOP_TIMEOUT_S)
         if self.process.is_alive():  # it never answered the stop: do not hang the shutdown
             log.error("writer process %d did not stop; killing it", self.process.pid)
             self.process.kill()
             self.process.join()
-        self._receiver.join()  # it ends at the pipe's end of file, now that the child is gone
+        self.control.close()
+
+    def reap(self) -> None:
+        """A dead child: collect its exit status."""
         with contextlib.suppress(OSError):
-            self.pipe.close()
+            self.control.close()
+        self.process.join(timeout=0)
 
-    def _send(self) -> None:
-        while True:
-            first = self.outbox.get()
-            items: list[tuple[int, Work[Any]]] = []
-            stop = first is None
-            if first is not None:
-                items.extend(first)
-            while not stop and len(items) < self.owner.max_batch:
-                try:
-                    more = self.outbox.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                else:
-                    items.extend(more)
-            if items:
-                self._send_items(items)
-            if stop:
-                if not self.gone:
-                    with contextlib.suppress(OSError):
-                        self.pipe.send_bytes(pickle.dumps(_STOP))
-                return
 
-    def _send_items(self, items: list[tuple[int, Work[Any]]]) -> None:
+class _Channel:
+    """One event loop's socket to the writer process; used on that loop's thread only."""
+
+    def __init__(self, child: _Child, loop: asyncio.AbstractEventLoop, sock: socket.socket):
+        self.child = child
+        self.loop = loop
+        self.sock = sock
+        self.ended = False
+        self._finishing = False
+        self._tokens = itertools.count()
+        self._waiting: dict[int, _Waiting] = {}
+        self._gathered: list[tuple[int, Work[Any]]] = []  # sent at the end of the turn
+        self._outbox = bytearray()  # what the socket did not take yet
+        self._inbox = bytearray()
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._readable)
+
+    def submit(self, work: Work[T], after_commit: AfterCommit[T] | None) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self.loop.create_future()
+        token = next(self._tokens)
+        self._waiting[token] = _Waiting(future, after_commit)
+        self._gathered.append((token, work))
+        if len(self._gathered) == 1:
+            # The items of the requests this loop handles in the same turn go together.
+            self.loop.call_soon(self._flush)
+        return future
+
+    # Sending.
+
+    def _flush(self) -> None:
+        items, self._gathered = self._gathered, []
+        if not items or self.ended:
+            return
         try:
             data = pickle.dumps(items)
         except Exception:  # one of them does not pickle: fail that one, send the others
-            good: list[tuple[int, Work[Any]]] = []
-            for token, work in items:
-                try:
-                    pickle.dumps(work)
-                except Exception as exc:
-                    self.owner._fail([token], TypeError(f"work does not pickle: {exc!r}"))
-                else:
-                    good.append((token, work))
-            if not good:
+            items = self._picklable(items)
+            if not items:
                 return
-            items, data = good, pickle.dumps(good)
-        tokens = [token for token, _ in items]
-        with self._flight_lock:
-            if not self.gone:
-                self._in_flight.update(tokens)
-        if self.gone:
-            self.owner._fail(tokens, WriterProcessGone("the writer process ended"))
+            data = pickle.dumps(items)
+        self._outbox += _frame(data)
+        self._send()
+
+    def _picklable(self, items: list[tuple[int, Work[Any]]]) -> list[tuple[int, Work[Any]]]:
+        good: list[tuple[int, Work[Any]]] = []
+        for token, work in items:
+            try:
+                pickle.dumps(work)
+            except Exception as exc:
+                self._fail([token], TypeError(f"work does not pickle: {exc!r}"))
+            else:
+                good.append((token, work))
+        return good
+
+    def _send(self) -> None:
+        try:
+            sent = self.sock.send(self._outbox)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            return
+        del self._outbox[:sent]
+        if self._outbox:
+            self.loop.add_writer(self.sock.fileno(), self._writable)
+
+    def _writable(self) -> None:
+        self.loop.remove_writer(self.sock.fileno())
+        self._send()
+        if not self._outbox and self._finishing:
+            self._end_writing()
+
+    # Receiving.
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(_READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        self._inbox += data
+        for message in self._messages():
+            self._settle(pickle.loads(message))  # noqa: S301 (our own child)
+
+    def _messages(self) -> list[bytes]:
+        found: list[bytes] = []
+        box = self._inbox
+        start = 0
+        while len(box) - start >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(box, start)
+            head = _LENGTH.size
+            if size == -1:
+                if len(box) - start < head + _LONG_LENGTH.size:
+                    break
+                (size,) = _LONG_LENGTH.unpack_from(box, start + head)
+                head += _LONG_LENGTH.size
+            if len(box) - start - head < size:
+                break
+            found.append(bytes(box[start + head : start + head + size]))
+            start += head + size
+        del box[:start]
+        return found
+
+    def _settle(self, results: list[tuple[int, _Outcome]]) -> None:
+        pairs: list[tuple[asyncio.Future[Any], _Outcome]] = []
+        for token, outcome in results:
+            waiting = self._waiting.pop(token, None)
+            if waiting is not None:
+                _after(waiting.after_commit, outcome)
+                pairs.append((waiting.future, outcome))
+        _settle(pairs)
+        if self._finishing and not self._waiting:
+            self._end()
+
+    def _fail(self, tokens: list[int], error: BaseException) -> None:
+        self._settle([(token, _Outcome(error=error)) for token in tokens])
+
+    # Ending.
+
+    def finish_soon(self) -> None:
+        """From any thread: send what is gathered, then end the channel once its outcomes are
+        in (the child then knows this loop sends nothing more)."""
+        if self.loop.is_closed():
+            self.abort()
             return
         try:
-            self.pipe.send_bytes(data)
-        except OSError:
-            self._gone()
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self._finish()
+            return
+        with contextlib.suppress(RuntimeError):  # closed meanwhile: nobody waits on it
+            self.loop.call_soon_threadsafe(self._finish)
 
-    def _receive(self) -> None:
-        while True:
+    def _finish(self) -> None:
+        if self.ended:
+            return
+        self._finishing = True
+        self._flush()
+        if self.ended:
+            return
+        if self._outbox:
+            # close() may be waiting on this thread for the child: hand the rest over now.
+            self.loop.remove_writer(self.sock.fileno())
             try:
-                results: list[tuple[int, _Outcome]] = pickle.loads(  # noqa: S301 (our own pipe)
-                    self.pipe.recv_bytes()
-                )
-            except (EOFError, OSError):
-                self._gone()
+                self.sock.setblocking(True)
+                self.sock.sendall(self._outbox)
+                self._outbox.clear()
+                self.sock.setblocking(False)
+            except OSError:
+                self._lost()
                 return
-            with self._flight_lock:
-                self._in_flight.difference_update(token for token, _ in results)
-            self.owner._settle(results)
+        self._end_writing()
 
-    def _gone(self) -> None:
-        """The pipe closed: after a stop that is the end; otherwise the child died."""
-        with self.owner._lock, self._flight_lock:
-            first = not self.gone
-            self.gone = True
-            lost, self._in_flight = sorted(self._in_flight), set()
+    def _end_writing(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_WR)  # the child reads the end after the last item
+        if not self._waiting:
+            self._end()
+
+    def _lost(self) -> None:
+        """The socket ended or failed before this channel was finished: the child died (or was
+        stopped)."""
+        if self.ended:
+            return
+        lost = sorted(self._waiting)
+        if not self._finishing:
+            self.child.lost()
         if lost:
             log.error(
-                "writer process %s ended with %d writes in flight", self.process.pid, len(lost)
+                "writer process %s ended with %d writes in flight",
+                self.child.process.pid,
+                len(lost),
             )
-            self.owner._fail(lost, WriterProcessGone("the writer process ended"))
-        if first:
-            self.outbox.put(None)  # the sender fails what is still queued, then ends
+            self._fail(lost, WriterProcessGone("the writer process ended"))
+        self._end()
+
+    def _end(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        with contextlib.suppress(Exception):  # the loop may be closing
+            self.loop.remove_reader(self.sock.fileno())
+            self.loop.remove_writer(self.sock.fileno())
+        self.sock.close()
+        self.child.owner._forget(self)
+
+    def abort(self) -> None:
+        """Its loop is closed: nobody waits for its outcomes; the child sees the socket end."""
+        self.ended = True
+        with contextlib.suppress(OSError):
+            self.sock.close()
