@@ -32,7 +32,7 @@ class Limits:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return _NAMES
 
     def value(self, name: str) -> int:
         number: int = getattr(self, name)
@@ -49,11 +49,14 @@ class Limits:
 
     @property
     def checks_destination(self) -> bool:
-        return any(self.value(name) != UNLIMITED for name in WINDOWS)
+        return any(getattr(self, name) != UNLIMITED for name in WINDOWS)
 
     @property
     def checks_concurrency(self) -> bool:
         return self.max_concurrent_account != UNLIMITED or self.max_concurrent_link != UNLIMITED
+
+
+_NAMES = tuple(f.name for f in fields(Limits))
 
 
 @dataclass(frozen=True)

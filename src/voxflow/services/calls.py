@@ -53,6 +53,11 @@ _LINK_WITH_FLOW = RawStatement(
         t.call_flows.c.xml.label("flow_xml"),
         func.coalesce(t.links.c.status_callback_url, t.accounts.c.status_callback_url),
         t.account_limits.c.account_id.label("has_own_limits"),
+        # Whether the account has blocked-number rules at all (most have none: no query then).
+        select(t.blocked_numbers.c.id)
+        .where(t.blocked_numbers.c.account_id == t.links.c.account_id)
+        .exists()
+        .label("has_block_rules"),
         *limits.OWN_COLUMNS,
     )
     .select_from(
@@ -153,7 +158,8 @@ def prepare_call(
     if link is None:
         raise ApiError(LINK_DOES_NOT_EXIST)
     link_pk, rule_values, trunk, node_id, flow_pk, flow_xml, callback_url, has_own = link[:8]
-    own_limits = limits.own_from(link[8:] if has_own is not None else None)
+    has_block_rules = link[8]
+    own_limits = limits.own_from(link[9:] if has_own is not None else None)
     if flow_pk is None:
         raise ApiError(LINK_HAS_NO_RULES)
     flow = resolve_flow(flow_xml, rule_values)
@@ -166,7 +172,11 @@ def prepare_call(
     for item in flow.unset:
         rule_id, _, field = item.partition(":")
         errs.add(f"Rule ID {rule_id} has no value for {field} on this Link")
-    if dial is not None and blocked(load_rules(conn, account.id), dial.number, "OUT", link_id):
+    if (
+        dial is not None
+        and has_block_rules
+        and blocked(load_rules(conn, account.id), dial.number, "OUT", link_id)
+    ):
         errs.add(f"Call Destination {dial.number} is blocked")
     errs.raise_if_any()
     assert dial is not None
