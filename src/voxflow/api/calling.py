@@ -22,7 +22,7 @@ from voxflow.clock import wire_time
 from voxflow.domain.limits import Limits
 from voxflow.services import due_signal, idempotency, limits
 from voxflow.services.accounts import Account
-from voxflow.services.calls import prepare_call, store_call
+from voxflow.services.calls import CallRequest, prepare_call, read_request, store_call
 from voxflow.services.idempotency import StoredAnswer
 from voxflow.store.db import Database
 
@@ -47,11 +47,12 @@ class Pending:
 
     account: Account
     link_id: str
-    variables: dict[str, str]
+    request: CallRequest  # the variables, read (validated as far as they can be alone)
     key: str | None
     digest: str  # of the body, when there is a key
     now: datetime
     limits: Limits  # the configured defaults, under the account's own
+    scheduled_for: str  # the due time as answered
 
 
 @dataclass(frozen=True)
@@ -70,13 +71,13 @@ def _accept(pending: Pending, conn: Connection) -> Accepted:
         stored = idempotency.lookup(conn, account.id, key, pending.digest, now)
         if stored is not None:
             return Accepted(stored, None)
-    call = prepare_call(conn, account, pending.link_id, pending.variables, now)
+    call = prepare_call(conn, account, pending.link_id, pending.request)
     answer = StoredAnswer(
         201,
         {
             "call_id": call.call_id,
             "status": call.status.value,
-            "scheduled_for": wire_time(call.due_at),
+            "scheduled_for": pending.scheduled_for,
         },
     )
     if key is not None:
@@ -104,17 +105,20 @@ async def initiate_call(req: Request) -> Result:
     assert req.body is not None and req.writer is not None
     raw_key = req.headers.get(IDEMPOTENCY_HEADER)
     key = idempotency.check_key(raw_key) if raw_key is not None else None
+    now = req.clock.now()
+    request = read_request(_call_variables(req), now)
     pending = Pending(
         account=req.account,
         link_id=xmlcodec.text(req.body, "link_id") or "",
-        variables=_call_variables(req),
+        request=request,
         key=key,
         # Only a request with a key is compared with an earlier one.
         digest=idempotency.request_hash("Calling::initiateCall", req.raw_body)
         if key is not None
         else "",
-        now=req.clock.now(),
+        now=now,
         limits=req.limits,
+        scheduled_for=wire_time(request.due_at),
     )
     # Two requests with one key: on SQLite the writer runs them one after the other, so the
     # second finds the first's row; on PostgreSQL the loser's insert of the key breaks the

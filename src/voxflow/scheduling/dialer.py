@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import threading
 import uuid
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -112,6 +113,7 @@ class Dialer:
         self._loop_done = asyncio.Event()
         self._helpers: list[asyncio.Task[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         # Claim rounds are serial; moves to dialing must not wait behind a slow round.
         self._claiming = ThreadPoolExecutor(1, thread_name_prefix="voxflow-claim")
         self._starting = GroupCommit(
@@ -123,6 +125,7 @@ class Dialer:
     async def run(self) -> None:
         """Claim and place due calls until :meth:`stop`."""
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._running = True
         unsubscribe = due_signal.subscribe(self.records.db, self._announced)
         try:
@@ -213,6 +216,11 @@ class Dialer:
         """A call was accepted (any thread): wake the loop if it is due before the planned look."""
         loop = self._loop
         if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            # On the loop already (initiateCall's outcome, read from the writer process): no
+            # need to wake it through its self-pipe.
+            self._wake_if_sooner(due_at)
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(self._wake_if_sooner, due_at)

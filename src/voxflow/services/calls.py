@@ -123,6 +123,42 @@ def _destination(variables: Mapping[str, str], errs: ErrorList) -> DialString | 
 
 
 @dataclass(frozen=True)
+class CallRequest:
+    """What initiateCall's variables say, read before any check that needs the database (in
+    the API process: everything here is pure, so the writer does not spend its time on it)."""
+
+    variables: dict[str, str]
+    destination_errors: tuple[str, ...]  # reported first
+    delay_errors: tuple[str, ...]  # reported after the flow's own variables
+    number: str  # "" when the destination is in error
+    keypresses: str  # the keypress plan, as stored (JSON)
+    variables_json: str
+    delay_minutes: int
+    call_id: str
+    created_at: datetime
+    due_at: datetime
+
+
+def read_request(variables: dict[str, str], now: datetime) -> CallRequest:
+    destination_errors = ErrorList()
+    dial = _destination(variables, destination_errors)
+    delay_errors = ErrorList()
+    delay = parse_delay(variables.get(DELAY), delay_errors)
+    return CallRequest(
+        variables=variables,
+        destination_errors=tuple(i.message for i in destination_errors.items),
+        delay_errors=tuple(i.message for i in delay_errors.items),
+        number=dial.number if dial is not None else "",
+        keypresses=json.dumps([k.to_json() for k in dial.keypresses]) if dial else "[]",
+        variables_json=json.dumps(variables, sort_keys=True),
+        delay_minutes=delay,
+        call_id=str(ids.uuid4()),
+        created_at=now,
+        due_at=now + timedelta(minutes=delay),
+    )
+
+
+@dataclass(frozen=True)
 class ResolvedFlow:
     """A link's flow with the link's values filled in, and what initiateCall checks of it."""
 
@@ -144,14 +180,8 @@ def resolve_flow(template_xml: str, rule_values: str) -> ResolvedFlow:
     )
 
 
-def prepare_call(
-    conn: Connection,
-    account: Account,
-    link_id: str,
-    variables: Mapping[str, str],
-    now: datetime,
-) -> NewCall:
-    """Validate an initiateCall (reads only) and build its call row."""
+def prepare_call(conn: Connection, account: Account, link_id: str, request: CallRequest) -> NewCall:
+    """Check an initiateCall against the store (reads only) and build its call row."""
     if not link_id:
         raise ApiError(LINK_ID_EMPTY)
     link = _LINK_WITH_FLOW.first(conn, {"account_id": account.id, "link_id": link_id})
@@ -164,24 +194,24 @@ def prepare_call(
         raise ApiError(LINK_HAS_NO_RULES)
     flow = resolve_flow(flow_xml, rule_values)
     errs = ErrorList()
-    dial = _destination(variables, errs)
+    for message in request.destination_errors:
+        errs.add(message)
+    variables = request.variables
     for name in flow.variables:
         if name != DESTINATION and not variables.get(name):
             errs.add(variable_empty(name))
-    delay = parse_delay(variables.get(DELAY), errs)
+    for message in request.delay_errors:
+        errs.add(message)
     for item in flow.unset:
         rule_id, _, field = item.partition(":")
         errs.add(f"Rule ID {rule_id} has no value for {field} on this Link")
-    if (
-        dial is not None
-        and has_block_rules
-        and blocked(load_rules(conn, account.id), dial.number, "OUT", link_id)
-    ):
-        errs.add(f"Call Destination {dial.number} is blocked")
+    number = request.number
+    if number and has_block_rules and blocked(load_rules(conn, account.id), number, "OUT", link_id):
+        errs.add(f"Call Destination {number} is blocked")
     errs.raise_if_any()
-    assert dial is not None
+    delay = request.delay_minutes
     row = {
-        "call_id": str(ids.uuid4()),
+        "call_id": request.call_id,
         "account_id": account.id,
         "link_pk": link_pk,
         "link_id": link_id,
@@ -189,15 +219,15 @@ def prepare_call(
         "call_flow_name": flow.name,
         "flow_xml": flow.xml,
         "rule_values": rule_values,
-        "variables": json.dumps(dict(variables), sort_keys=True),
-        "destination": dial.number,
+        "variables": request.variables_json,
+        "destination": number,
         "dial_string": variables[DESTINATION],
-        "keypresses": json.dumps([k.to_json() for k in dial.keypresses]),
+        "keypresses": request.keypresses,
         "trunk": trunk,
         "status": (CallStatus.SCHEDULED if delay else CallStatus.QUEUED).value,
-        "created_at": now,
-        "due_at": now + timedelta(minutes=delay),
-        "updated_at": now,
+        "created_at": request.created_at,
+        "due_at": request.due_at,
+        "updated_at": request.created_at,
     }
     return NewCall(row, delay, callback_url, own_limits)
 
