@@ -1,4 +1,4 @@
-"""Random identifiers (call ids, request ids) without a system call for each one.
+"""Identifiers (call ids, request ids) without a system call for the random part of each.
 
 ``uuid.uuid4()`` reads 16 bytes from ``os.urandom`` every time, and that call lets go of the
 GIL: on a busy server the thread then waits for the GIL to come back, which cost more than
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 import uuid
 
 _CHUNK = 4096
@@ -41,9 +42,23 @@ _random = _RandomBytes()
 os.register_at_fork(after_in_child=_random.forget)
 
 
-def uuid4() -> uuid.UUID:
-    """A random (version 4) UUID, as ``uuid.uuid4()`` makes."""
-    return uuid.UUID(bytes=_random.take(16), version=4)
+def uuid7() -> uuid.UUID:
+    """A time-ordered (version 7, RFC 9562) UUID: Unix milliseconds, then the fraction of the
+    millisecond in 12 bits (RFC 9562 6.2, method 3), then 62 random bits.
+
+    Call ids are these rather than version 4: ids made one after the other sort together, so
+    the unique index on ``calls.call_id`` grows at its end instead of at a random page per
+    call (a page written and often read per call: about a tenth of the writer's time).
+    """
+    now = time.time_ns()
+    millis, fraction = divmod(now, 1_000_000)
+    sub = fraction * 4096 // 1_000_000
+    random = int.from_bytes(_random.take(8), "big") & _RANDOM_62
+    return uuid.UUID(int=(millis & _MILLIS_48) << 80 | 0x7 << 76 | sub << 64 | 0b10 << 62 | random)
+
+
+_MILLIS_48 = (1 << 48) - 1
+_RANDOM_62 = (1 << 62) - 1
 
 
 def request_id() -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 from hypothesis import given
@@ -58,22 +59,31 @@ def test_bodies_with_few_elements_skip_the_depth_walk_but_deep_ones_are_refused(
         raise AssertionError("a body nested 41 deep was accepted")
 
 
-def test_uuids_are_version_4_and_distinct() -> None:
-    made = [ids.uuid4() for _ in range(5000)]
-    assert all(u.version == 4 and u.variant == uuid.RFC_4122 for u in made)
+def test_call_ids_are_version_7_distinct_and_in_the_order_they_were_made() -> None:
+    before = time.time_ns() // 1_000_000
+    made = [ids.uuid7() for _ in range(5000)]
+    after = time.time_ns() // 1_000_000
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in made)
     assert len(set(made)) == len(made)
+    stamps = [u.int >> 80 for u in made]  # the Unix milliseconds of each
+    assert before <= stamps[0] and stamps[-1] <= after
+    assert stamps == sorted(stamps)
+    # Within a millisecond, the next 12 bits are its fraction: the ids still sort by time
+    # to a quarter of a microsecond (the random tail orders only ids made closer than that).
+    times = [u.int >> 64 & ~(0xF << 12) for u in made]
+    assert times == sorted(times)
     assert len({ids.request_id() for _ in range(5000)}) == 5000
 
 
 def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:
-    ids.uuid4()  # the buffer now holds bytes a child would inherit
+    ids.uuid7()  # the buffer now holds bytes a child would inherit
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next id and leave at once
-        os.write(write, ids.uuid4().bytes)
+        os.write(write, ids.uuid7().bytes)
         os._exit(0)
     os.close(write)
     child = os.read(read, 16)
     os.close(read)
     os.waitpid(pid, 0)
-    assert child != ids.uuid4().bytes
+    assert child != ids.uuid7().bytes

@@ -152,7 +152,7 @@ def read_request(variables: dict[str, str], now: datetime) -> CallRequest:
         keypresses=json.dumps([k.to_json() for k in dial.keypresses]) if dial else "[]",
         variables_json=json.dumps(variables, sort_keys=True),
         delay_minutes=delay,
-        call_id=str(ids.uuid4()),
+        call_id=str(ids.uuid7()),
         created_at=now,
         due_at=now + timedelta(minutes=delay),
     )
