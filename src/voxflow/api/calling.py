@@ -19,6 +19,7 @@ from sqlalchemy import Connection
 from voxflow.api import xmlcodec
 from voxflow.api.routing import Request, Result, route_async
 from voxflow.clock import wire_time
+from voxflow.domain.calls import CallStatus
 from voxflow.domain.limits import Limits
 from voxflow.services import due_signal, idempotency, limits
 from voxflow.services.accounts import Account
@@ -41,7 +42,9 @@ def _call_variables(req: Request) -> dict[str, str]:
     return variables
 
 
-@dataclass(frozen=True)
+# Not frozen: one is built for every request, and a frozen dataclass's __init__ pays a
+# setattr call per field.
+@dataclass
 class Pending:
     """An initiateCall as read from the request, before any check that needs the database."""
 
@@ -52,50 +55,55 @@ class Pending:
     digest: str  # of the body, when there is a key
     now: datetime
     limits: Limits  # the configured defaults, under the account's own
-    scheduled_for: str  # the due time as answered
 
 
-@dataclass(frozen=True)
-class Accepted:
-    """What comes back from the writer (across a pipe on SQLite: kept small)."""
+def _answer(request: CallRequest) -> StoredAnswer:
+    """The 201 of a call accepted as requested (everything in it is known before the store)."""
+    status = CallStatus.SCHEDULED if request.delay_minutes else CallStatus.QUEUED
+    return StoredAnswer(
+        201,
+        {
+            "call_id": request.call_id,
+            "status": status.value,
+            "scheduled_for": wire_time(request.due_at),
+        },
+    )
 
-    answer: StoredAnswer
-    due_at: datetime | None  # None: a repeat answered from its Idempotency-Key
-    due_now: bool = False
 
+def _accept(pending: Pending, conn: Connection) -> StoredAnswer | None:
+    """Check and store one call in the writer's transaction (may raise ApiError for it alone).
 
-def _accept(pending: Pending, conn: Connection) -> Accepted:
-    """Check and store one call in the writer's transaction (may raise ApiError for it alone)."""
+    None: the call is stored as requested (its answer is :func:`_answer`, built where the
+    request is, so nothing but this None crosses back from a writer process); else the answer
+    given earlier to the same Idempotency-Key.
+    """
     account, key, now = pending.account, pending.key, pending.now
     if key is not None:
         stored = idempotency.lookup(conn, account.id, key, pending.digest, now)
         if stored is not None:
-            return Accepted(stored, None)
+            return stored
     call = prepare_call(conn, account, pending.link_id, pending.request)
-    answer = StoredAnswer(
-        201,
-        {
-            "call_id": call.call_id,
-            "status": call.status.value,
-            "scheduled_for": pending.scheduled_for,
-        },
-    )
-    if key is not None:
-        idempotency.remember(
-            conn, account_id=account.id, key=key, digest=pending.digest, answer=answer, now=now
-        )
     # Counted in this transaction: on SQLite it sees the calls of the batch before this one.
     limits.admit(conn, call.row, pending.limits, own=call.own_limits)
+    if key is not None:
+        idempotency.remember(
+            conn,
+            account_id=account.id,
+            key=key,
+            digest=pending.digest,
+            answer=_answer(pending.request),
+            now=now,
+        )
     store_call(conn, call)
-    return Accepted(answer, call.due_at, due_now=call.delay_minutes == 0)
+    return None
 
 
-def _announcer(db: Database) -> Callable[[Accepted], None]:
-    """Tell the dialers about a new call, once it is committed (on the writer's thread)."""
+def _announcer(db: Database, request: CallRequest) -> Callable[[StoredAnswer | None], None]:
+    """Tell the dialers about a new call, once it is committed."""
 
-    def announce(accepted: Accepted) -> None:
-        if accepted.due_at is not None:
-            due_signal.announce(db, accepted.due_at, due_now=accepted.due_now)
+    def announce(repeat: StoredAnswer | None) -> None:
+        if repeat is None:
+            due_signal.announce(db, request.due_at, due_now=request.delay_minutes == 0)
 
     return announce
 
@@ -118,10 +126,10 @@ async def initiate_call(req: Request) -> Result:
         else "",
         now=now,
         limits=req.limits,
-        scheduled_for=wire_time(request.due_at),
     )
     # Two requests with one key: on SQLite the writer runs them one after the other, so the
     # second finds the first's row; on PostgreSQL the loser's insert of the key breaks the
     # primary key and the writer runs it again, and it then finds the winner's answer.
-    accepted = await req.writer.run(partial(_accept, pending), _announcer(req.db))
-    return Result(accepted.answer.status, dict(accepted.answer.tree))
+    repeat = await req.writer.run(partial(_accept, pending), _announcer(req.db, request))
+    answer = _answer(request) if repeat is None else repeat
+    return Result(answer.status, dict(answer.tree))

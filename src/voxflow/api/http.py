@@ -18,6 +18,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import parse_qsl
 
 from lxml import etree
@@ -81,7 +82,20 @@ async def _read_body(headers: Headers, receive: Receive) -> bytes:
 def _query(scope: Scope) -> dict[str, str]:
     """The query string as Starlette's ``dict(request.query_params)`` reads it (the last of a
     repeated name wins)."""
-    return dict(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True))
+    raw: bytes = scope["query_string"]
+    if len(raw) > _CACHED_QUERY_BYTES:
+        return dict(_parse_query(raw))
+    return dict(_parsed_query(raw))
+
+
+def _parse_query(raw: bytes) -> tuple[tuple[str, str], ...]:
+    return tuple(parse_qsl(raw.decode("latin-1"), keep_blank_values=True))
+
+
+# A client sends the same few query strings again and again (v=3&method=initiateCall): the
+# short ones are parsed once (at most 1,024 of them kept, so at most 256 KiB).
+_CACHED_QUERY_BYTES = 256
+_parsed_query = lru_cache(maxsize=1024)(_parse_query)
 
 
 def _error_response(err: ApiError, output: str, request_id: str) -> Response:

@@ -122,7 +122,7 @@ def _destination(variables: Mapping[str, str], errs: ErrorList) -> DialString | 
         return None
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: built for every request (see api.calling.Pending)
 class CallRequest:
     """What initiateCall's variables say, read before any check that needs the database (in
     the API process: everything here is pure, so the writer does not spend its time on it)."""
