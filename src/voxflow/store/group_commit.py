@@ -162,6 +162,9 @@ class Batches:
                 # On the driver, outside any transaction: SQLite refuses to change it inside one.
                 cursor = conn.connection.cursor()
                 cursor.execute("PRAGMA synchronous = FULL")
+                # Each item's SAVEPOINT keeps the pages it changes in a sub-journal: in memory,
+                # not a temporary file written for every call.
+                cursor.execute("PRAGMA temp_store = MEMORY")
                 cursor.close()
             self._conn = conn
         return self._conn
