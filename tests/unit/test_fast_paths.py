@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
+from datetime import datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
 from voxflow import ids
 from voxflow.api import xmlcodec
+from voxflow.clock import WIRE_TIME_FORMAT, wire_time
+from voxflow.domain.dialstring import DialStringError, parse_dial_string
+from voxflow.services import calls
 
 TAGS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,12}", fullmatch=True)
 TEXTS = st.one_of(
@@ -73,6 +79,28 @@ def test_call_ids_are_version_7_distinct_and_in_the_order_they_were_made() -> No
     times = [u.int >> 64 & ~(0xF << 12) for u in made]
     assert times == sorted(times)
     assert len({ids.request_id() for _ in range(5000)}) == 5000
+    texts = [ids.uuid7_text() for _ in range(100)]
+    assert all(str(uuid.UUID(t)) == t and uuid.UUID(t).version == 7 for t in texts)
+    assert texts == sorted(texts)
+
+
+@given(st.text(alphabet="0123456789*#ABCDabcd,", max_size=40))
+def test_the_stored_keypress_plan_is_the_json_of_the_plan(tail: str) -> None:
+    try:
+        dial = parse_dial_string("4412345" + ("," + tail if tail else ""))
+    except DialStringError:
+        return
+    assert calls._keypress_plan(dial.keypresses) == json.dumps(
+        [k.to_json() for k in dial.keypresses]
+    )
+
+
+@pytest.mark.parametrize(
+    "value",
+    [datetime(2026, 11, 26, 15, 4, 5), datetime(2026, 1, 2, 3, 4, 5, 999999), datetime(999, 1, 1)],
+)
+def test_wire_time_writes_what_strftime_writes(value: datetime) -> None:
+    assert wire_time(value) == value.strftime(WIRE_TIME_FORMAT)
 
 
 def test_a_forked_child_does_not_repeat_the_parents_ids() -> None:

@@ -24,7 +24,7 @@ from voxflow import ids
 from voxflow.digits import ascii_digits
 from voxflow.domain.blocking import blocked
 from voxflow.domain.calls import MAX_DELAY_MINUTES, CallStatus
-from voxflow.domain.dialstring import DialString, DialStringError, parse_dial_string
+from voxflow.domain.dialstring import DialString, DialStringError, Keypress, parse_dial_string
 from voxflow.domain.flow import call_variable_names
 from voxflow.domain.flow_variables import resolve
 from voxflow.errors import ApiError, ErrorList
@@ -139,6 +139,19 @@ class CallRequest:
     due_at: datetime
 
 
+def _keypress_plan(keypresses: tuple[Keypress, ...]) -> str:
+    """``json.dumps([k.to_json() for k in keypresses])``, written directly (a key is one of
+    KEYPRESSES: nothing to escape)."""
+    return (
+        "["
+        + ", ".join(
+            f'{{"key": "{k.key}", "pauses": {k.pauses}, "run_index": {k.run_index}}}'
+            for k in keypresses
+        )
+        + "]"
+    )
+
+
 def read_request(variables: dict[str, str], now: datetime) -> CallRequest:
     destination_errors = ErrorList()
     dial = _destination(variables, destination_errors)
@@ -149,10 +162,10 @@ def read_request(variables: dict[str, str], now: datetime) -> CallRequest:
         destination_errors=tuple(i.message for i in destination_errors.items),
         delay_errors=tuple(i.message for i in delay_errors.items),
         number=dial.number if dial is not None else "",
-        keypresses=json.dumps([k.to_json() for k in dial.keypresses]) if dial else "[]",
+        keypresses=_keypress_plan(dial.keypresses) if dial else "[]",
         variables_json=json.dumps(variables, sort_keys=True),
         delay_minutes=delay,
-        call_id=str(ids.uuid7()),
+        call_id=ids.uuid7_text(),
         created_at=now,
         due_at=now + timedelta(minutes=delay),
     )
