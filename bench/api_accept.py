@@ -4,12 +4,15 @@ Runs one voxflow server exactly as production runs it (``voxflow serve``: one AP
 uvicorn with uvloop and httptools, the dialer running, SQLite by default, with its writer
 process) and drives it with wrk at 64 concurrent connections: first ``GET /health`` (the bare
 endpoint: same process, same Starlette stack, no work), then
-``POST /Calling?v=3&method=initiateCall`` (every request stores a call).
+``POST /Calling?v=3&method=initiateCall`` (every request stores a call), each after a 2 s
+warm-up of its own.
 Prints requests/s, p50/p99 latency, the server's CPU time per request (from /proc: the server
 process and its writer process) and the ratio, then checks that every 201 left a call in the
-database. Targets: ratio >= 0.25, initiateCall p99 < 50 ms.
+database. It does so in rounds (3 by default, each a bare run and an initiateCall run) and
+judges the median of the rounds, since a single round on a shared machine varies by about
+±5%. Targets: ratio >= 0.25, initiateCall p99 < 50 ms.
 
-    python bench/api_accept.py [--seconds 10] [--connections 64] [--db URL]
+    python bench/api_accept.py [--seconds 10] [--connections 64] [--rounds 3] [--db URL]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import argparse
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,20 +125,26 @@ def prepare(server: Server) -> None:
     prepare_link(server.base_url, server.headers(), "bench-link", FLOW)
 
 
-def lua_script(server: Server, directory: Path) -> Path:
-    # Each request calls another number (a counter per wrk thread), so that the per-destination
-    # limits (7 calls in 15 minutes by default) are checked on every request but never hit.
-    body = INITIATE.replace('"', '\\"').replace("449789123123", "4497%08d")
-    script = directory / "initiate.lua"
+def lua_script(server: Server, directory: Path, run: int) -> Path:
+    """The wrk script of one run: each request calls another number (run, wrk thread and a
+    counter in the number), so that the per-destination limits (7 calls in 15 minutes by
+    default) are checked on every request but never hit, however many runs there are."""
+    body = INITIATE.replace('"', '\\"').replace("449789123123", f"44{run % 100:02d}%d%07d")
+    script = directory / f"initiate-{run}.lua"
     script.write_text(
         'wrk.method = "POST"\n'
         'wrk.headers["Content-Type"] = "application/xml"\n'
         f'wrk.headers["username"] = "{server.username}"\n'
         f'wrk.headers["secureKey"] = "{server.key}"\n'
+        "local threads = 0\n"
+        "setup = function(thread)\n"
+        "  threads = threads + 1\n"
+        '  thread:set("thread_number", threads)\n'
+        "end\n"
         "local counter = 0\n"
         "request = function()\n"
         "  counter = counter + 1\n"
-        f'  return wrk.format(nil, nil, nil, string.format("{body}", counter))\n'
+        f'  return wrk.format(nil, nil, nil, string.format("{body}", thread_number, counter))\n'
         "end\n"
     )
     return script
@@ -147,10 +157,37 @@ def row(name: str, f: Figures) -> str:
     )
 
 
+@dataclass
+class Round:
+    bare: Figures
+    accept: Figures
+    stored: int  # calls the database gained while initiateCall was measured
+
+    @property
+    def ratio(self) -> float:
+        return self.accept.rps / self.bare.rps
+
+
+def one_round(
+    server: Server, db_url: str, directory: Path, number: int, *, seconds: int, connections: int
+) -> Round:
+    """The bare endpoint, then initiateCall, each after a 2 s warm-up of its own."""
+    health = f"{server.base_url}/health"
+    wrk(health, 2, connections)
+    bare = measured(server, health, seconds, connections, None)
+    url = f"{server.base_url}/Calling?v=3&method=initiateCall"
+    wrk(url, 2, connections, lua_script(server, directory, 2 * number))
+    before = stored_calls(db_url)
+    script = lua_script(server, directory, 2 * number + 1)
+    accept = measured(server, url, seconds, connections, script)
+    return Round(bare, accept, stored_calls(db_url) - before)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="pairs of runs; the median counts")
     parser.add_argument("--db", help="database URL (default: a scratch SQLite file)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -161,37 +198,44 @@ def main() -> int:
         prepare(server)
         db_url = args.db or f"sqlite:///{server.workdir / 'voxflow.db'}"
         with tempfile.TemporaryDirectory() as tmp:
-            script = lua_script(server, Path(tmp))
-            wrk(f"{server.base_url}/health", 2, args.connections)  # warm-up
-            bare = measured(
-                server, f"{server.base_url}/health", args.seconds, args.connections, None
-            )
-            url = f"{server.base_url}/Calling?v=3&method=initiateCall"
-            before = stored_calls(db_url)
-            accept = measured(server, url, args.seconds, args.connections, script)
-            stored = stored_calls(db_url) - before
+            rounds = [
+                one_round(
+                    server, db_url, Path(tmp), n, seconds=args.seconds, connections=args.connections
+                )
+                for n in range(args.rounds)
+            ]
     finally:
         server.stop()
-    ratio = accept.rps / bare.rps
     db = args.db or "sqlite"
-    print(f"api_accept: {args.connections} connections, {args.seconds} s each, db={db}")
+    print(
+        f"api_accept: {args.connections} connections, {args.seconds} s each, "
+        f"{args.rounds} rounds, db={db}"
+    )
     header = ("endpoint", "req/s", "p50 ms", "p99 ms", "requests", "non-2xx", "cpu us/req")
     print(
         f"{header[0]:<24}{header[1]:>12}"
         + "".join(f"{h:>10}" for h in header[2:5])
         + f"{header[5]:>8}{header[6]:>11}"
     )
-    print(row("bare GET /health", bare))
-    print(row("initiateCall", accept))
-    print(f"ratio initiateCall/bare: {ratio:.3f} (target >= 0.25)")
-    print(f"initiateCall p99: {accept.p99_ms:.1f} ms (target < 50)")
-    # wrk counts the answers it read; requests still in flight when it stopped may add rows.
-    answered = accept.requests - accept.non_2xx
-    print(f"calls stored: {stored} for {answered} answers 201 (every 201 must be stored)")
-    if stored < answered:
+    failed = False
+    for n, r in enumerate(rounds, 1):
+        print(row(f"{n}: bare GET /health", r.bare))
+        print(row(f"{n}: initiateCall", r.accept))
+        print(f"{n}: ratio initiateCall/bare: {r.ratio:.3f}")
+        # wrk counts the answers it read; requests still in flight when it stopped add rows.
+        answered = r.accept.requests - r.accept.non_2xx
+        print(f"{n}: calls stored: {r.stored} for {answered} answers 201 (every one stored)")
+        failed = failed or r.stored < answered
+    if failed:
         print("FAILED: fewer calls stored than answered 201")
         return 1
-    ok = ratio >= 0.25 and accept.p99_ms < 50 and accept.non_2xx == 0
+    # The machine is shared and noisy (a round's ratio varies by about ±5%): the median of the
+    # rounds is the figure.
+    ratio = statistics.median(r.ratio for r in rounds)
+    p99 = statistics.median(r.accept.p99_ms for r in rounds)
+    print(f"median ratio initiateCall/bare: {ratio:.3f} (target >= 0.25)")
+    print(f"median initiateCall p99: {p99:.1f} ms (target < 50)")
+    ok = ratio >= 0.25 and p99 < 50 and all(r.accept.non_2xx == 0 for r in rounds)
     print("targets met" if ok else "targets NOT met")
     return 0
 
