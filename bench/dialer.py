@@ -67,7 +67,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +77,7 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import start_udp_listener, stop_process, udp_port_free
+from voxflow import ids
 from voxflow.clock import SystemClock
 from voxflow.domain.calls import FINAL, CallStatus
 from voxflow.domain.dialstring import parse_dial_string
@@ -502,7 +502,7 @@ class Store:
             parsed = parse_dial_string(dial)
             rows.append(
                 {
-                    "call_id": str(uuid.uuid4()),
+                    "call_id": ids.uuid7_text(),  # as initiateCall makes them
                     "account_id": self.account_id,
                     "link_pk": None,
                     "link_id": tag,

@@ -8,12 +8,13 @@ For each backend (SQLite, PostgreSQL):
    on the caller's BYE); the trunk's pacing allows the rate (``--cps``, default 250 > 10,000/60)
    and ``hold_s = 0``, so each call is a full INVITE / 200 / ACK / BYE;
 2. ``--calls`` calls (default 10,000) are accepted with ``<delay>1</delay>`` through the
-   product's own acceptance code (``services.calls.prepare_call`` + ``store_call``, the code
-   behind ``initiateCall``), each with its acceptance moment set one minute before its due
-   time, so that the due times are spread evenly over ``--seconds`` (default 60) starting
-   ``--lead`` seconds later. Why not HTTP: ``delay`` is in whole minutes, so through the API the
-   due times would be the acceptance moments plus 60 s, spread as unevenly as this shared
-   machine serves HTTP at 167 requests/s; ``bench/api_accept.py`` measures acceptance;
+   product's own acceptance code (``services.calls.read_request``, ``prepare_call`` and
+   ``store_call``, the code behind ``initiateCall``), each with its acceptance moment set one
+   minute before its due time, so that the due times are spread evenly over ``--seconds``
+   (default 60) starting ``--lead`` seconds later. Why not HTTP: ``delay`` is in whole minutes,
+   so through the API the due times would be the acceptance moments plus 60 s, spread as
+   unevenly as this shared machine serves HTTP at 167 requests/s; ``bench/api_accept.py``
+   measures acceptance;
 3. while the calls fall due, a thread of this process runs the reference: a bare asyncio loop
    (uvloop when installed, like ``voxflow serve``) with one ``call_at`` timer per due time;
 4. afterwards, from the store: lateness = ``started_at`` (the moment the call was committed
@@ -76,7 +77,7 @@ from common import (  # noqa: E402
 )
 from voxflow.domain.calls import FINAL  # noqa: E402
 from voxflow.services.accounts import Account  # noqa: E402
-from voxflow.services.calls import prepare_call, store_call  # noqa: E402
+from voxflow.services.calls import prepare_call, read_request, store_call  # noqa: E402
 from voxflow.store import tables as t  # noqa: E402
 from voxflow.store.db import Database  # noqa: E402
 
@@ -207,7 +208,8 @@ def accept(db: Database, username: str, sandbox: bool, dues: Sequence[datetime])
         with db.write() as conn:
             for i, due in enumerate(dues[start : start + BATCH], start):
                 variables = {"call_destination": f"4477{i:08d}", "delay": "1"}
-                call = prepare_call(conn, account, LINK, variables, due - timedelta(minutes=1))
+                request = read_request(variables, due - timedelta(minutes=1))
+                call = prepare_call(conn, account, LINK, request)
                 assert call.due_at == due
                 store_call(conn, call)
     return time.monotonic() - started
