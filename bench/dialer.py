@@ -502,7 +502,7 @@ class Store:
             parsed = parse_dial_string(dial)
             rows.append(
                 {
-                    "call_id": ids.uuid7_text(),  # as initiateCall makes them
+                    "call_id": ids.uuid7(),  # as initiateCall makes them
                     "account_id": self.account_id,
                     "link_pk": None,
                     "link_id": tag,

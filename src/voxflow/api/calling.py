@@ -19,7 +19,6 @@ from sqlalchemy import Connection
 from voxflow.api import xmlcodec
 from voxflow.api.routing import Request, Result, route_async
 from voxflow.clock import wire_time
-from voxflow.domain.calls import CallStatus
 from voxflow.domain.limits import Limits
 from voxflow.services import due_signal, idempotency, limits
 from voxflow.services.accounts import Account
@@ -59,12 +58,11 @@ class Pending:
 
 def _answer(request: CallRequest) -> StoredAnswer:
     """The 201 of a call accepted as requested (everything in it is known before the store)."""
-    status = CallStatus.SCHEDULED if request.delay_minutes else CallStatus.QUEUED
     return StoredAnswer(
         201,
         {
             "call_id": request.call_id,
-            "status": status.value,
+            "status": request.status.value,
             "scheduled_for": wire_time(request.due_at),
         },
     )

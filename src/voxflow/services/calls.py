@@ -92,10 +92,6 @@ class NewCall:
         return str(self.row["call_id"])
 
     @property
-    def status(self) -> CallStatus:
-        return CallStatus(self.row["status"])
-
-    @property
     def due_at(self) -> datetime:
         due: datetime = self.row["due_at"]
         return due
@@ -138,6 +134,11 @@ class CallRequest:
     created_at: datetime
     due_at: datetime
 
+    @property
+    def status(self) -> CallStatus:
+        """The call's first status: scheduled when it has a delay, else queued."""
+        return CallStatus.SCHEDULED if self.delay_minutes else CallStatus.QUEUED
+
 
 def _keypress_plan(keypresses: tuple[Keypress, ...]) -> str:
     """``json.dumps([k.to_json() for k in keypresses])``, written directly (a key is one of
@@ -165,7 +166,7 @@ def read_request(variables: dict[str, str], now: datetime) -> CallRequest:
         keypresses=_keypress_plan(dial.keypresses) if dial else "[]",
         variables_json=json.dumps(variables, sort_keys=True),
         delay_minutes=delay,
-        call_id=ids.uuid7_text(),
+        call_id=ids.uuid7(),
         created_at=now,
         due_at=now + timedelta(minutes=delay),
     )
@@ -222,7 +223,6 @@ def prepare_call(conn: Connection, account: Account, link_id: str, request: Call
     if number and has_block_rules and blocked(load_rules(conn, account.id), number, "OUT", link_id):
         errs.add(f"Call Destination {number} is blocked")
     errs.raise_if_any()
-    delay = request.delay_minutes
     row = {
         "call_id": request.call_id,
         "account_id": account.id,
@@ -237,12 +237,12 @@ def prepare_call(conn: Connection, account: Account, link_id: str, request: Call
         "dial_string": variables[DESTINATION],
         "keypresses": request.keypresses,
         "trunk": trunk,
-        "status": (CallStatus.SCHEDULED if delay else CallStatus.QUEUED).value,
+        "status": request.status.value,
         "created_at": request.created_at,
         "due_at": request.due_at,
         "updated_at": request.created_at,
     }
-    return NewCall(row, delay, callback_url, own_limits)
+    return NewCall(row, request.delay_minutes, callback_url, own_limits)
 
 
 def store_call(conn: Connection, call: NewCall) -> None:

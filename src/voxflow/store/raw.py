@@ -66,9 +66,6 @@ class _Compiled:
     results: tuple[Processor | None, ...]  # per column of a result row
     constants: tuple[tuple[str, Any], ...] = ()  # literals, and the items of constant IN lists
     expansions: tuple[tuple[str, tuple[str, ...]], ...] = ()  # a list parameter's items
-    # For a positional statement without literals or lists: each parameter in order, and the
-    # conversion it needs (the arguments are then built in one pass).
-    plan: tuple[tuple[str, Processor | None], ...] | None = None
 
 
 Lengths = tuple[tuple[str, int], ...]  # the length of each list parameter given
@@ -112,12 +109,8 @@ def _compile(
                 constants.extend((item, expanded.parameters[item]) for item in items)
         binds.extend(expanded.processors.items())
     positions = tuple(order) if order else None
-    plan = None
-    if positions is not None and not constants and not expansions:
-        processors = dict(binds)
-        plan = tuple((name, processors.get(name)) for name in positions)
     return _Compiled(
-        sql, positions, tuple(binds), tuple(results), tuple(constants), tuple(expansions), plan
+        sql, positions, tuple(binds), tuple(results), tuple(constants), tuple(expansions)
     )
 
 
@@ -149,33 +142,25 @@ class RawStatement:
         if self._lists:
             lengths = tuple((name, len(params[name])) for name in sorted(self._lists))
         compiled = self._for(conn.dialect, tuple(params) if insert else None, lengths)
-        args: Any
-        if compiled.plan is not None:  # positional, no literals or lists: straight from params
-            args = [
-                params[name] if processor is None else processor(params[name])
-                for name, processor in compiled.plan
-            ]
-        else:
-            values = dict(compiled.constants)
-            values.update(params)
-            for name, items in compiled.expansions:
-                values.update(zip(items, values.pop(name), strict=True))
-            for name, processor in compiled.binds:
-                if name in values:
-                    values[name] = processor(values[name])
-            args = values
-            if compiled.positions is not None:
-                args = [values[name] for name in compiled.positions]
+        values = dict(compiled.constants)
+        values.update(params)
+        for name, items in compiled.expansions:
+            values.update(zip(items, values.pop(name), strict=True))
+        for name, processor in compiled.binds:
+            if name in values:
+                values[name] = processor(values[name])
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        args: Any = values
+        if compiled.positions is not None:
+            args = [values[name] for name in compiled.positions]
+        dbapi_error = conn.dialect.loaded_dbapi.Error
         try:
             cursor.execute(compiled.sql, args)
-        except conn.dialect.loaded_dbapi.Error as exc:
+        except dbapi_error as exc:
             cursor.close()
             # The exception SQLAlchemy would raise (IntegrityError for a broken unique key...),
             # so that callers handle both paths alike.
-            raise DBAPIError.instance(
-                compiled.sql, args, exc, conn.dialect.loaded_dbapi.Error
-            ) from exc
+            raise DBAPIError.instance(compiled.sql, args, exc, dbapi_error) from exc
         return cursor, compiled.results
 
     def rows(self, conn: Connection, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

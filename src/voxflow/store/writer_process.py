@@ -423,9 +423,7 @@ class _Channel:
 
     def _writable(self) -> None:
         self.loop.remove_writer(self.sock.fileno())
-        self._send()
-        if not self._outbox and self._finishing:
-            self._end_writing()
+        self._send()  # (_finish hands over what is left itself, so nothing ends here)
 
     # Receiving.
 
