@@ -27,7 +27,7 @@ from voxflow.errors import ApiError
 from voxflow.services.calls import LINK_DOES_NOT_EXIST, LINK_ID_EMPTY
 from voxflow.store.db import Database
 from voxflow.store.group_commit import WriterClosed, writer_for
-from voxflow.store.writer_process import ProcessCommit, WriterProcessGone
+from voxflow.store.writer_process import SEND_EVERY, ProcessCommit, WriterProcessGone
 
 _meta = MetaData()
 _rows = Table(
@@ -235,6 +235,29 @@ def test_items_handed_over_in_one_turn_of_the_loop_and_not_sent_yet_go_before_cl
 
     assert [name for name, _ in asyncio.run(main())] == [str(i) for i in range(5)]
     assert names(db) == [str(i) for i in range(5)]
+
+
+def test_a_turn_of_the_loop_sends_its_first_item_at_once_then_every_few(
+    writer: ProcessCommit, db: Database
+) -> None:
+    """The child has nothing of this loop's: the first item goes at once, so that it does not
+    idle while the turn goes on; the next SEND_EVERY go together as soon as they are gathered;
+    the rest wait for the end of the turn."""
+    count = 1 + SEND_EVERY + 3
+
+    async def main() -> tuple[int, list[Any]]:
+        pending = [
+            asyncio.ensure_future(writer.run(functools.partial(_insert, str(i))))
+            for i in range(count)
+        ]
+        await asyncio.sleep(0)  # each run() has handed its item over; the turn has not ended
+        unsent = len(writer._channels[asyncio.get_running_loop()]._gathered)
+        return unsent, list(await asyncio.gather(*pending))
+
+    unsent, done = asyncio.run(main())
+    assert unsent == 3
+    assert [name for name, _ in done] == [str(i) for i in range(count)]
+    assert names(db) == [str(i) for i in range(count)]
 
 
 def test_close_finishes_what_is_queued_and_stops_the_process(
