@@ -1,5 +1,6 @@
 """store.raw against the real databases: IN lists (constant and per execution), literals,
-UPDATE with and without RETURNING, each giving what SQLAlchemy's own execution gives."""
+UPDATE with and without RETURNING, each giving what SQLAlchemy's own execution gives, and the
+key of an inserted row (SQLite's rowid, PostgreSQL's RETURNING)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ items = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("kind", String(16), nullable=False),
     Column("at", DateTime, nullable=True),
+)
+numbered = Table(
+    "raw_numbered",
+    meta,
+    Column("id", Integer, primary_key=True),  # the database numbers the rows
+    Column("kind", String(16), nullable=False),
 )
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000)
 
@@ -75,6 +82,16 @@ def test_literals_and_a_constant_list_take_their_values(conn: Connection) -> Non
     since = datetime(2026, 1, 1)
     assert raw.rows(conn, {"since": since}) == [(2, 3)]  # "a": ids 0, 2, 4; "at" set for 0 and 2
     assert raw.rows(conn, {"since": since}) == [tuple(conn.execute(stmt, {"since": since}).one())]
+
+
+def test_an_insert_gives_the_key_the_database_gave_its_row(conn: Connection) -> None:
+    conn.execute(numbered.insert(), [{"kind": "x"}, {"kind": "y"}])  # keys already taken
+    raw = RawStatement(numbered.insert())
+    keys = {kind: raw.inserted_id(conn, {"kind": kind}) for kind in ("a", "b", "a")}
+    rows = conn.execute(select(numbered.c.id, numbered.c.kind).order_by(numbered.c.id)).all()
+    assert len(rows) == 5
+    assert {kind: key for key, kind in rows if kind in "ab"} == keys  # the second "a" wins
+    assert len({key for key, _ in rows}) == 5
 
 
 def test_an_update_sets_the_columns_given_and_returns_the_new_row(conn: Connection) -> None:

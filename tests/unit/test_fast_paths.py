@@ -102,6 +102,13 @@ def test_wire_time_writes_what_strftime_writes(value: datetime) -> None:
     assert wire_time(value) == value.strftime(WIRE_TIME_FORMAT)
 
 
+@given(delay=st.integers(0, 10_000), due=st.datetimes())
+def test_the_first_events_detail_is_its_json(delay: int, due: datetime) -> None:
+    text = due.isoformat(sep=" ")
+    detail = calls.first_event_detail(delay, text)
+    assert detail == json.dumps({"delay_minutes": delay, "due_at": text})
+
+
 def _random_tail(call_id: str) -> int:
     return uuid.UUID(call_id).int & ((1 << 62) - 1)  # the 62 bits that are not the time
 

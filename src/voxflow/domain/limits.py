@@ -81,6 +81,6 @@ def passed(limits: Limits, counts: Counts) -> list[str]:
     }
     return [
         name
-        for name in Limits.names()
-        if limits.value(name) != UNLIMITED and current.get(name, 0) >= limits.value(name)
+        for name in _NAMES
+        if (limit := getattr(limits, name)) != UNLIMITED and current.get(name, 0) >= limit
     ]

@@ -70,7 +70,7 @@ _LINK_WITH_FLOW = RawStatement(
         t.links.c.account_id == bindparam("account_id"), t.links.c.link_id == bindparam("link_id")
     )
 )
-_INSERT_CALL = RawStatement(t.calls.insert().returning(t.calls.c.id))
+_INSERT_CALL = RawStatement(t.calls.insert())
 _INSERT_EVENT = RawStatement(t.call_events.insert())
 
 
@@ -245,20 +245,29 @@ def prepare_call(conn: Connection, account: Account, link_id: str, request: Call
     return NewCall(row, request.delay_minutes, callback_url, own_limits)
 
 
+def first_event_detail(delay_minutes: int, due_at: str) -> str:
+    """``json.dumps({"delay_minutes": ..., "due_at": ...})``, written directly (a time's text
+    has nothing to escape)."""
+    return f'{{"delay_minutes": {delay_minutes}, "due_at": "{due_at}"}}'
+
+
 def store_call(conn: Connection, call: NewCall) -> None:
     """Insert the call row, its first event and its status callback (in the caller's write
     transaction)."""
-    (call_pk,) = _INSERT_CALL.rows(conn, call.row)[0]
-    detail = {"delay_minutes": call.delay_minutes, "due_at": call.due_at.isoformat(sep=" ")}
+    call_pk = _INSERT_CALL.inserted_id(conn, call.row)
+    due_at = call.due_at.isoformat(sep=" ")
     _INSERT_EVENT.insert(
         conn,
         {
             "call_pk": call_pk,
             "at": call.row["created_at"],
             "kind": call.row["status"],
-            "detail": json.dumps(detail),
+            "detail": first_event_detail(call.delay_minutes, due_at),
         },
     )
+    if call.callback_url is None:
+        return  # no status callback to queue
+    detail = {"delay_minutes": call.delay_minutes, "due_at": due_at}
     target = callbacks.Target(
         call_pk,
         call.call_id,

@@ -42,6 +42,8 @@ _NEVER_DIALLED = and_(
     t.calls.c.status.in_([CallStatus.CANCELLED.value, CallStatus.EXPIRED.value]),
     t.calls.c.started_at.is_(None),
 )
+# The longest window: the rows read are the ones within it.
+_LONGEST = max(WINDOWS, key=WINDOWS.__getitem__)
 _PER_DESTINATION = RawStatement(
     select(
         *(
@@ -51,7 +53,7 @@ _PER_DESTINATION = RawStatement(
     ).where(
         t.calls.c.account_id == bindparam("account_id"),
         t.calls.c.destination == bindparam("destination"),
-        t.calls.c.created_at > bindparam("since"),
+        t.calls.c.created_at > bindparam(_LONGEST),
         not_(_NEVER_DIALLED),
     )
 )
@@ -123,17 +125,11 @@ def counts(
     """The calls already there, for the limits that apply (0 for the unlimited ones)."""
     per_destination = dict.fromkeys(WINDOWS, 0)
     if limits.checks_destination:
-        since = {name: now - window for name, window in WINDOWS.items()}
-        row = _PER_DESTINATION.rows(
-            conn,
-            {
-                **since,
-                "since": min(since.values()),
-                "account_id": account_id,
-                "destination": destination,
-            },
-        )[0]
-        per_destination = {name: int(n) for name, n in zip(WINDOWS, row, strict=True)}
+        params: dict[str, Any] = {name: now - window for name, window in WINDOWS.items()}
+        params["account_id"] = account_id
+        params["destination"] = destination
+        row = _PER_DESTINATION.rows(conn, params)[0]
+        per_destination = dict(zip(WINDOWS, map(int, row), strict=True))
     account = link = 0
     if limits.checks_concurrency:
         row = _IN_PROGRESS.rows(conn, {"account_id": account_id, "link_pk": link_pk})[0]

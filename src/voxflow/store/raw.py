@@ -124,6 +124,7 @@ class RawStatement:
         self.stmt = stmt
         self._writes = isinstance(stmt, Insert | Update)
         self._cache: dict[tuple[str, tuple[str, ...] | None, Lengths], _Compiled] = {}
+        self._returning_key: RawStatement | None = None  # for inserted_id off SQLite
         self._lists: frozenset[str] = frozenset(
             bind.key
             for bind in stmt._get_embedded_bindparams()
@@ -185,6 +186,27 @@ class RawStatement:
         """An INSERT of the given columns, without ``RETURNING``."""
         cursor, _ = self._run(conn, params, insert=True)
         cursor.close()
+
+    def inserted_id(self, conn: Connection, params: Mapping[str, Any]) -> int:
+        """An INSERT of one row (built without ``RETURNING``): the row's integer primary key.
+
+        On SQLite that key is the rowid, which the driver gives as ``lastrowid`` at no cost
+        (``RETURNING`` made SQLite keep and hand back a result row: a third of the insert's
+        time); elsewhere the insert runs with ``RETURNING`` the key.
+        """
+        if conn.dialect.name == "sqlite":
+            cursor, _ = self._run(conn, params, insert=True)
+            try:
+                rowid: int = cursor.lastrowid
+            finally:
+                cursor.close()
+            return rowid
+        if self._returning_key is None:
+            assert isinstance(self.stmt, Insert)
+            (key,) = tuple(self.stmt.table.primary_key)
+            self._returning_key = RawStatement(self.stmt.returning(key))
+        (row,) = self._returning_key.rows(conn, params)
+        return int(row[0])
 
     def execute(self, conn: Connection, params: Mapping[str, Any]) -> int:
         """An INSERT or UPDATE without ``RETURNING``: the number of rows it wrote."""
