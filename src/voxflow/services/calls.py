@@ -97,25 +97,24 @@ class NewCall:
         return due
 
 
-def parse_delay(raw: str | None, errs: ErrorList) -> int:
+def _delay(raw: str | None) -> tuple[int, tuple[str, ...]]:
+    """The delay in minutes, and its error (none, or DELAY_INVALID)."""
     if raw is None or raw == "":
-        return 0
+        return 0, ()
     if not ascii_digits(raw) or int(raw) > MAX_DELAY_MINUTES:
-        errs.add(DELAY_INVALID)
-        return 0
-    return int(raw)
+        return 0, (DELAY_INVALID,)
+    return int(raw), ()
 
 
-def _destination(variables: Mapping[str, str], errs: ErrorList) -> DialString | None:
+def _destination(variables: Mapping[str, str]) -> tuple[DialString | None, tuple[str, ...]]:
+    """The parsed dial string, and its error (none, empty or invalid)."""
     raw = variables.get(DESTINATION, "")
     if not raw:
-        errs.add(variable_empty(DESTINATION))
-        return None
+        return None, (variable_empty(DESTINATION),)
     try:
-        return parse_dial_string(raw)
+        return parse_dial_string(raw), ()
     except DialStringError:
-        errs.add(DESTINATION_INVALID)
-        return None
+        return None, (DESTINATION_INVALID,)
 
 
 @dataclass  # not frozen: built for every request (see api.calling.Pending)
@@ -153,18 +152,20 @@ def _keypress_plan(keypresses: tuple[Keypress, ...]) -> str:
     )
 
 
+# json.dumps(..., sort_keys=True) builds an encoder for every call; this one is built once.
+_VARIABLES_JSON = json.JSONEncoder(sort_keys=True)
+
+
 def read_request(variables: dict[str, str], now: datetime) -> CallRequest:
-    destination_errors = ErrorList()
-    dial = _destination(variables, destination_errors)
-    delay_errors = ErrorList()
-    delay = parse_delay(variables.get(DELAY), delay_errors)
+    dial, destination_errors = _destination(variables)
+    delay, delay_errors = _delay(variables.get(DELAY))
     return CallRequest(
         variables=variables,
-        destination_errors=tuple(i.message for i in destination_errors.items),
-        delay_errors=tuple(i.message for i in delay_errors.items),
+        destination_errors=destination_errors,
+        delay_errors=delay_errors,
         number=dial.number if dial is not None else "",
         keypresses=_keypress_plan(dial.keypresses) if dial else "[]",
-        variables_json=json.dumps(variables, sort_keys=True),
+        variables_json=_VARIABLES_JSON.encode(variables),
         delay_minutes=delay,
         call_id=ids.uuid7(),
         created_at=now,
