@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import time
 import uuid
 from datetime import datetime
@@ -15,9 +16,12 @@ from lxml import etree
 
 from voxflow import ids
 from voxflow.api import xmlcodec
+from voxflow.api.calling import Pending
 from voxflow.clock import WIRE_TIME_FORMAT, wire_time
 from voxflow.domain.dialstring import DialStringError, parse_dial_string
+from voxflow.domain.limits import Limits
 from voxflow.services import calls
+from voxflow.services.accounts import Account
 
 TAGS = st.from_regex(r"[A-Za-z_][A-Za-z0-9_.-]{0,12}", fullmatch=True)
 TEXTS = st.one_of(
@@ -102,11 +106,33 @@ def test_wire_time_writes_what_strftime_writes(value: datetime) -> None:
     assert wire_time(value) == value.strftime(WIRE_TIME_FORMAT)
 
 
+@given(variables=st.dictionaries(st.text(max_size=12), st.text(max_size=20), max_size=6))
+def test_the_stored_variables_are_their_sorted_json(variables: dict[str, str]) -> None:
+    assert calls._variables_json(variables) == json.dumps(variables, sort_keys=True)
+
+
 @given(delay=st.integers(0, 10_000), due=st.datetimes())
 def test_the_first_events_detail_is_its_json(delay: int, due: datetime) -> None:
     text = due.isoformat(sep=" ")
     detail = calls.first_event_detail(delay, text)
     assert detail == json.dumps({"delay_minutes": delay, "due_at": text})
+
+
+@pytest.mark.parametrize("key", [None, "key-1"])
+def test_a_pending_call_crosses_to_the_writer_process_whole(key: str | None) -> None:
+    now = datetime(2026, 11, 27, 3, 4, 5, 678901)
+    pending = Pending(
+        Account(7, "acme", True),
+        "link-1",
+        calls.read_request({"call_destination": "449789123123,,1,,2", "delay": "5"}, now),
+        key,
+        "digest" if key else "",
+        now,
+        Limits(per_destination_15m=3, max_concurrent_link=2),
+    )
+    copy = pickle.loads(pickle.dumps(pending))
+    assert copy == pending
+    assert copy is not pending and copy.request is not pending.request
 
 
 def _random_tail(call_id: str) -> int:

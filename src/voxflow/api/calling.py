@@ -1,7 +1,8 @@
 """Calling::initiateCall: accept a call that follows the link's Calling Rules.
 
-The handler runs on the event loop: it reads the request (already parsed) and hands
-:func:`_accept` to the writer, which runs it inside a write transaction (on SQLite one shared
+The handler runs on the event loop: it reads the request (already parsed) into a
+:class:`Pending` and hands it to the writer, which runs :func:`_accept` on it inside a write
+transaction (on SQLite one shared
 with the other calls accepted at the same moment, see ``store.group_commit``). Every check
 that reads the database runs there, on the same snapshot the call is committed into: a link
 deleted, a flow detached or a number blocked before that transaction is seen by it.
@@ -10,9 +11,10 @@ deleted, a flow detached or a number blocked before that transaction is seen by 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from functools import partial
+from operator import attrgetter
+from typing import Any
 
 from sqlalchemy import Connection
 
@@ -45,7 +47,8 @@ def _call_variables(req: Request) -> dict[str, str]:
 # setattr call per field.
 @dataclass
 class Pending:
-    """An initiateCall as read from the request, before any check that needs the database."""
+    """An initiateCall as read from the request, before any check that needs the database;
+    the writer's work item (``pending(conn)``)."""
 
     account: Account
     link_id: str
@@ -54,6 +57,44 @@ class Pending:
     digest: str  # of the body, when there is a key
     now: datetime
     limits: Limits  # the configured defaults, under the account's own
+
+    def __call__(self, conn: Connection) -> StoredAnswer | None:
+        return _accept(self, conn)
+
+    def __reduce__(self) -> tuple[Callable[..., Pending], tuple[Any, ...]]:
+        """Pickled flat for the writer process: the fields of its parts as tuples, with one
+        global to look up instead of seven (a pickle holding a request or a few costs half
+        the time to write and to read, and a third fewer bytes)."""
+        parts = (
+            _ACCOUNT_FIELDS(self.account),
+            self.link_id,
+            _REQUEST_FIELDS(self.request),
+            self.key,
+            self.digest,
+            self.now,
+            _LIMITS_FIELDS(self.limits),
+        )
+        return (_pending, (parts,))
+
+
+def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    """The values of a dataclass's fields, in order, as a tuple (``attrgetter`` of them all)."""
+    names = [f.name for f in fields(cls)]
+    assert len(names) > 1, "attrgetter of one name gives its value, not a tuple"
+    return attrgetter(*names)
+
+
+_ACCOUNT_FIELDS = _getter(Account)
+_REQUEST_FIELDS = _getter(CallRequest)
+_LIMITS_FIELDS = _getter(Limits)
+
+
+def _pending(parts: tuple[Any, ...]) -> Pending:
+    """A Pending from what its ``__reduce__`` gave."""
+    account, link_id, request, key, digest, now, limits = parts
+    return Pending(
+        Account(*account), link_id, CallRequest(*request), key, digest, now, Limits(*limits)
+    )
 
 
 def _answer(request: CallRequest) -> StoredAnswer:
@@ -128,6 +169,6 @@ async def initiate_call(req: Request) -> Result:
     # Two requests with one key: on SQLite the writer runs them one after the other, so the
     # second finds the first's row; on PostgreSQL the loser's insert of the key breaks the
     # primary key and the writer runs it again, and it then finds the winner's answer.
-    repeat = await req.writer.run(partial(_accept, pending), _announcer(req.db, request))
+    repeat = await req.writer.run(pending, _announcer(req.db, request))
     answer = _answer(request) if repeat is None else repeat
     return Result(answer.status, dict(answer.tree))

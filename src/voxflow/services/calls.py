@@ -10,11 +10,11 @@ is written unless every check passed. The statements run straight on the driver
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
+from json.encoder import encode_basestring_ascii as _json_text
 from typing import Any
 
 from lxml import etree
@@ -152,8 +152,14 @@ def _keypress_plan(keypresses: tuple[Keypress, ...]) -> str:
     )
 
 
-# json.dumps(..., sort_keys=True) builds an encoder for every call; this one is built once.
-_VARIABLES_JSON = json.JSONEncoder(sort_keys=True)
+def _variables_json(variables: dict[str, str]) -> str:
+    """``json.dumps(variables, sort_keys=True)`` of text values, written directly (json.dumps
+    builds an encoder for every call)."""
+    return (
+        "{"
+        + ", ".join([f"{_json_text(k)}: {_json_text(v)}" for k, v in sorted(variables.items())])
+        + "}"
+    )
 
 
 def read_request(variables: dict[str, str], now: datetime) -> CallRequest:
@@ -165,7 +171,7 @@ def read_request(variables: dict[str, str], now: datetime) -> CallRequest:
         delay_errors=delay_errors,
         number=dial.number if dial is not None else "",
         keypresses=_keypress_plan(dial.keypresses) if dial else "[]",
-        variables_json=_VARIABLES_JSON.encode(variables),
+        variables_json=_variables_json(variables),
         delay_minutes=delay,
         call_id=ids.uuid7(),
         created_at=now,
