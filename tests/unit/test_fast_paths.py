@@ -7,7 +7,7 @@ import os
 import pickle
 import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
@@ -17,7 +17,7 @@ from lxml import etree
 from voxflow import ids
 from voxflow.api import xmlcodec
 from voxflow.api.calling import Pending
-from voxflow.clock import WIRE_TIME_FORMAT, wire_time
+from voxflow.clock import WIRE_TIME_FORMAT, SystemClock, wire_time
 from voxflow.domain.dialstring import DialStringError, parse_dial_string
 from voxflow.domain.limits import Limits
 from voxflow.services import calls
@@ -133,6 +133,14 @@ def test_a_pending_call_crosses_to_the_writer_process_whole(key: str | None) -> 
     copy = pickle.loads(pickle.dumps(pending))
     assert copy == pending
     assert copy is not pending and copy.request is not pending.request
+
+
+def test_the_system_clock_reads_naive_utc() -> None:
+    before = datetime.now(UTC).replace(tzinfo=None)
+    now = SystemClock().now()
+    after = datetime.now(UTC).replace(tzinfo=None)
+    assert now.tzinfo is None
+    assert before <= now <= after
 
 
 def _random_tail(call_id: str) -> int:

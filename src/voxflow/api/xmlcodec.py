@@ -11,6 +11,7 @@ import json
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from functools import lru_cache
 from typing import Union
 
 from lxml import etree
@@ -131,14 +132,20 @@ _PLAIN_TAG = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 _PLAIN_TEXT = re.compile(r"[A-Za-z0-9 _.:,@+/-]*\Z")
 
 
+@lru_cache(maxsize=1024)
+def _plain_tag(tag: str) -> bool:
+    """A tag that XML writes as it is (answers use a few tags again and again)."""
+    return _PLAIN_TAG.match(tag) is not None
+
+
 def _plain_xml(root_tag: str, tree: Tree) -> bytes | None:
     """A flat mapping of plain strings (initiateCall's answer) written directly: the bytes
     lxml writes, without building a tree. None for anything else."""
-    if not isinstance(tree, Mapping) or not tree or not _PLAIN_TAG.match(root_tag):
+    if not isinstance(tree, Mapping) or not tree or not _plain_tag(root_tag):
         return None
     parts = [f"<{root_tag}>"]
     for tag, value in tree.items():
-        if not (isinstance(value, str) and _PLAIN_TAG.match(tag) and _PLAIN_TEXT.match(value)):
+        if not (isinstance(value, str) and _plain_tag(tag) and _PLAIN_TEXT.match(value)):
             return None
         parts.append(f"<{tag}>{value}</{tag}>")
     parts.append(f"</{root_tag}>")
