@@ -82,6 +82,16 @@ def _hold(started: str, release: str, conn: Connection) -> str:
     return "held"
 
 
+class _Unpicklable(Exception):
+    def __init__(self) -> None:
+        super().__init__("cannot cross")
+        self.lock = threading.Lock()  # a lock does not pickle
+
+
+def _fail_unpicklably(conn: Connection) -> None:
+    raise _Unpicklable
+
+
 def _exit_now(conn: Connection) -> None:
     os._exit(3)  # the writer process dies in the middle of a batch
 
@@ -137,6 +147,22 @@ def test_a_refusal_comes_back_whole_and_costs_only_its_item(
         (400, LINK_ID_EMPTY),
     ]
     assert names(db) == ["a", "c"]
+
+
+def test_an_error_that_does_not_pickle_comes_back_as_its_text(
+    writer: ProcessCommit, db: Database
+) -> None:
+    async def main() -> tuple[BaseException | None, tuple[str, int]]:
+        failed = asyncio.ensure_future(writer.run(_fail_unpicklably))
+        stored = asyncio.ensure_future(writer.run(functools.partial(_insert, "kept")))
+        errors = await asyncio.gather(failed, return_exceptions=True)
+        return errors[0], await stored
+
+    error, (name, _) = asyncio.run(main())
+    assert isinstance(error, RuntimeError)
+    assert str(error) == "_Unpicklable('cannot cross')"
+    assert name == "kept"  # the other item of its batch ran again alone
+    assert names(db) == ["kept"]
 
 
 def test_after_commit_runs_in_this_process(writer: ProcessCommit) -> None:

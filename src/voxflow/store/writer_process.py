@@ -106,14 +106,20 @@ def _close_open_writers() -> None:
         writer.close()
 
 
-def _portable(outcome: _Outcome) -> _Outcome:
+# An item's outcome on the wire: its token, its value and its error (a plain tuple pickles in a
+# tenth of the time of an _Outcome).
+_Answer = tuple[int, Any, BaseException | None]
+
+
+def _portable(token: int, outcome: _Outcome) -> _Answer:
     """An outcome that pickles: an error that does not becomes a RuntimeError with its text."""
-    if outcome.error is not None:
+    error = outcome.error
+    if error is not None:
         try:
-            pickle.dumps(outcome.error)
+            pickle.dumps(error)
         except Exception:
-            return _Outcome(error=RuntimeError(repr(outcome.error)))
-    return outcome
+            error = RuntimeError(repr(error))
+    return (token, outcome.value, error)
 
 
 def _frame(data: bytes) -> bytes:
@@ -198,9 +204,9 @@ def _commit_and_answer(
     channels: list[Connection],
 ) -> None:
     outcomes = batches.commit([work for _, _, work in items])
-    answers: dict[Connection, list[tuple[int, _Outcome]]] = {}
+    answers: dict[Connection, list[_Answer]] = {}
     for (conn, token, _), outcome in zip(items, outcomes, strict=True):
-        answers.setdefault(conn, []).append((token, _portable(outcome)))
+        answers.setdefault(conn, []).append(_portable(token, outcome))
     for conn, answer in answers.items():
         try:
             conn.send_bytes(pickle.dumps(answer))
@@ -478,11 +484,12 @@ class _Channel:
         del box[:start]
         return found
 
-    def _settle(self, results: list[tuple[int, _Outcome]]) -> None:
+    def _settle(self, results: list[_Answer]) -> None:
         pairs: list[tuple[asyncio.Future[Any], _Outcome]] = []
-        for token, outcome in results:
+        for token, value, error in results:
             waiting = self._waiting.pop(token, None)
             if waiting is not None:
+                outcome = _Outcome(value, error)
                 _after(waiting.after_commit, outcome)
                 pairs.append((waiting.future, outcome))
         _settle(pairs)
@@ -490,7 +497,7 @@ class _Channel:
             self._end()
 
     def _fail(self, tokens: list[int], error: BaseException) -> None:
-        self._settle([(token, _Outcome(error=error)) for token in tokens])
+        self._settle([(token, None, error) for token in tokens])
 
     # Ending.
 
