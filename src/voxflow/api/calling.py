@@ -2,10 +2,10 @@
 
 The handler runs on the event loop: it reads the request (already parsed) into a
 :class:`Pending` and hands it to the writer, which runs :func:`_accept` on it inside a write
-transaction (on SQLite one shared
-with the other calls accepted at the same moment, see ``store.group_commit``). Every check
-that reads the database runs there, on the same snapshot the call is committed into: a link
-deleted, a flow detached or a number blocked before that transaction is seen by it.
+transaction (on SQLite one shared with the other calls accepted at the same moment, see
+``store.group_commit``). Every check that reads the database runs there, on the same snapshot
+the call is committed into: a link deleted, a flow detached or a number blocked before that
+transaction is seen by it.
 """
 
 from __future__ import annotations
